@@ -1,0 +1,1 @@
+"""Projections: events to status tables, the runner, rebuild tooling and read queries."""

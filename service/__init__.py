@@ -1,0 +1,1 @@
+"""The edge of batchledger: CLI, config, pipeline schedulers, admin API, emulator."""

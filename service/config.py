@@ -1,0 +1,135 @@
+"""Settings from the environment, validated at start; an error names the variable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+OPENAI_MAX_BATCH_REQUESTS = 50_000
+OPENAI_MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A variable is set to a value the service cannot run with."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable, with the defaults documented in .env.example."""
+
+    database_url: str | None = None
+    openai_api_key: str = "sk-emulator"
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 60.0
+    openai_max_retries: int = 2
+    batch_creation_enabled: bool = True
+    batch_polling_enabled: bool = True
+    batch_creation_interval_seconds: float = 600.0
+    batch_polling_interval_seconds: float = 120.0
+    batch_max_requests: int = OPENAI_MAX_BATCH_REQUESTS
+    batch_max_bytes: int = 190_000_000
+    request_max_attempts: int = 3
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    def __repr__(self) -> str:  # never print the API key
+        fields = {f: getattr(self, f) for f in self.__struct_fields__}
+        fields["openai_api_key"] = "***"
+        return f"Settings({fields})"
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 86_400:
+        raise ValueError("must be between 0 and 86400 seconds")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw.lower()
+
+    return parse
+
+
+def _upper_choice(*options: str) -> Callable[[str], str]:
+    lower = _choice(*(o.lower() for o in options))
+    return lambda raw: lower(raw).upper()
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _url(raw: str) -> str:
+    if "://" not in raw:
+        raise ValueError("must be a URL like scheme://host/...")
+    return raw
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "DATABASE_URL": _url,
+    "OPENAI_API_KEY": _nonempty,
+    "OPENAI_BASE_URL": _url,
+    "OPENAI_MODEL": _nonempty,
+    "OPENAI_TIMEOUT_SECONDS": _seconds,
+    "OPENAI_MAX_RETRIES": _int(0, 10),
+    "BATCH_CREATION_ENABLED": _bool,
+    "BATCH_POLLING_ENABLED": _bool,
+    "BATCH_CREATION_INTERVAL_SECONDS": _seconds,
+    "BATCH_POLLING_INTERVAL_SECONDS": _seconds,
+    "BATCH_MAX_REQUESTS": _int(1, OPENAI_MAX_BATCH_REQUESTS),
+    "BATCH_MAX_BYTES": _int(1024, OPENAI_MAX_FILE_BYTES),
+    "REQUEST_MAX_ATTEMPTS": _int(1, 100),
+    "HOST": _nonempty,
+    "PORT": _int(0, 65_535),
+    "LOG_LEVEL": _upper_choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "LOG_FORMAT": _choice("json", "console"),
+}
+
+
+_SECRETS = {"OPENAI_API_KEY", "DATABASE_URL"}  # a DSN may carry a password
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Settings from `env`; unset or empty variables keep their defaults."""
+    values: dict[str, Any] = {}
+    for name, parse in PARSERS.items():
+        raw = env.get(name, "")
+        if raw == "":
+            continue
+        try:
+            values[name.lower()] = parse(raw)
+        except ValueError as exc:
+            shown = "***" if name in _SECRETS else repr(raw)
+            raise ConfigError(f"{name}={shown} is invalid: {exc}") from None
+    return Settings(**values)

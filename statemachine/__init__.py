@@ -1,0 +1,1 @@
+"""The domain: request and batch state machines, events, commands, decide and evolve."""

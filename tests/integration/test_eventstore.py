@@ -1,0 +1,297 @@
+"""The event store's contract against a real PostgreSQL (DESIGN §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import pytest
+
+from eventstore import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventMetadata,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+)
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def ev(
+    kind: str = "Thing", n: int = 0, *, actor: str = "system", event_id: uuid.UUID | None = None
+) -> NewEvent:
+    return NewEvent(
+        id=event_id or uuid.uuid4(),
+        type=kind,
+        data=msgspec.json.encode({"n": n}),
+        metadata=EventMetadata(occurred_at=T0, actor=actor, correlation_id="corr-1"),
+    )
+
+
+async def count(store: EventStore) -> int:
+    return int(await store.pool.fetchval("SELECT count(*) FROM events"))
+
+
+async def test_append_then_read_stream_returns_events_in_version_order(store: EventStore) -> None:
+    await store.append("thing-1", 0, [ev(n=1), ev(n=2)])
+    await store.append("thing-1", 2, [ev(n=3)])
+    events = await store.read_stream("thing-1")
+    assert [e.version for e in events] == [1, 2, 3]
+    assert [msgspec.json.decode(e.data)["n"] for e in events] == [1, 2, 3]
+    assert [e.version for e in await store.read_stream("thing-1", after_version=1)] == [2, 3]
+
+
+async def test_metadata_round_trips_with_actor_correlation_and_occurred_at(
+    store: EventStore,
+) -> None:
+    sent = ev(actor="alice")
+    await store.append("thing-1", None, [sent])
+    (got,) = await store.read_stream("thing-1")
+    assert got.id == sent.id
+    assert got.metadata == sent.metadata
+    assert got.category == "thing"
+
+
+async def test_stale_expected_version_raises_conflict_and_writes_nothing(store: EventStore) -> None:
+    await store.append("thing-1", 0, [ev()])
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append("thing-1", 0, [ev(), ev()])
+    assert info.value.conflicts[0].stream_id == "thing-1"
+    assert (info.value.conflicts[0].expected, info.value.conflicts[0].actual) == (0, 1)
+    assert await count(store) == 1
+
+
+async def test_expected_version_ahead_of_the_stream_is_a_conflict(store: EventStore) -> None:
+    with pytest.raises(ConcurrencyError):
+        await store.append("thing-1", 3, [ev()])
+    assert await count(store) == 0
+
+
+@pytest.mark.parametrize("streams", [3, 400], ids=["insert-path", "copy-path"])
+async def test_conflict_on_one_stream_among_many_writes_nothing_of_the_call(
+    store: EventStore, streams: int
+) -> None:
+    await store.append("thing-2", 0, [ev()])
+    appends = [StreamAppend(f"thing-{i}", 0, [ev(n=i)]) for i in range(1, streams + 1)]
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append_many(appends)
+    assert [c.stream_id for c in info.value.conflicts] == ["thing-2"]
+    assert await count(store) == 1
+    assert await store.head() == 1
+
+
+@pytest.mark.parametrize("streams", [3, 400], ids=["insert-path", "copy-path"])
+async def test_append_many_is_atomic_and_numbers_positions_without_gaps(
+    store: EventStore, streams: int
+) -> None:
+    appends = [StreamAppend(f"thing-{i}", 0, [ev(n=i), ev(n=i)]) for i in range(streams)]
+    last = await store.append_many(appends)
+    assert last == 2 * streams
+    page = await store.read_all(0, 10_000)
+    assert [e.position for e in page] == list(range(1, 2 * streams + 1))
+    assert await store.stream_versions(["thing-0", "thing-9999"]) == {"thing-0": 2, "thing-9999": 0}
+
+
+async def test_reappending_a_stored_event_id_never_stores_a_second_copy(store: EventStore) -> None:
+    first = ev()
+    await store.append("thing-1", None, [first])
+    with pytest.raises(DuplicateEventError) as info:
+        await store.append("thing-1", None, [first])
+    assert info.value.event_ids == [first.id]
+    with pytest.raises(DuplicateEventError):
+        await store.append_many(
+            [StreamAppend("thing-2", None, [ev()]), StreamAppend("thing-3", None, [first])]
+        )
+    many = [StreamAppend(f"bulk-{i}", None, [ev()]) for i in range(300)] + [
+        StreamAppend("thing-4", None, [first])
+    ]
+    with pytest.raises(DuplicateEventError):
+        await store.append_many(many)
+    assert await count(store) == 1
+
+
+async def test_the_same_event_id_twice_in_one_append_is_rejected(store: EventStore) -> None:
+    e = ev()
+    with pytest.raises(DuplicateEventError) as info:
+        await store.append("thing-1", None, [e, e])
+    assert info.value.event_ids == [e.id]
+    assert await count(store) == 0
+
+
+async def test_append_inside_a_callers_transaction_rolls_back_with_it(store: EventStore) -> None:
+    async with store.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append("thing-1", 0, [ev()], conn=conn)
+        await tx.rollback()
+    assert await count(store) == 0
+
+
+async def test_read_all_pages_by_position_and_filters_by_type_and_category(
+    store: EventStore,
+) -> None:
+    await store.append("request-1", 0, [ev("RequestQueued"), ev("RequestBatched")])
+    await store.append("batch-1", 0, [ev("BatchPlanned")])
+    await store.append("request-2", 0, [ev("RequestQueued")])
+    first = await store.read_all(0, 2)
+    second = await store.read_all(first[-1].position, 2)
+    assert [e.position for e in first + second] == [1, 2, 3, 4]
+    queued = await store.read_all(0, 100, types=["RequestQueued"])
+    assert [(e.stream_id, e.type) for e in queued] == [
+        ("request-1", "RequestQueued"),
+        ("request-2", "RequestQueued"),
+    ]
+    batches = await store.read_all(0, 100, categories=["batch"])
+    assert [e.stream_id for e in batches] == ["batch-1"]
+    assert await store.read_all(4, 100) == []
+
+
+async def collect(sub_iter: object, into: list[RecordedEvent]) -> None:
+    async for event in sub_iter:  # type: ignore[attr-defined]
+        into.append(event)
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_subscription_catches_up_then_follows_live(store: EventStore) -> None:
+    await store.append("thing-1", 0, [ev(n=1), ev(n=2)])
+    got: list[RecordedEvent] = []
+    async with store.subscribe(after=1, page_size=1, poll_interval=30) as sub:
+        task = asyncio.create_task(collect(sub, got))
+
+        async def caught_up() -> bool:
+            return len(got) == 1
+
+        await wait_for(caught_up)
+        await store.append("thing-2", 0, [ev(n=3)])  # delivered by NOTIFY: polling is 30 s away
+
+        async def live() -> bool:
+            return len(got) == 2
+
+        await wait_for(live, timeout=5)
+        task.cancel()
+    assert [e.position for e in got] == [2, 3]
+
+
+async def test_subscriber_never_skips_an_event_whose_transaction_commits_late(
+    store: EventStore,
+) -> None:
+    """Guarantee 3: hold a writer open while later writers try to commit; nothing is skipped."""
+    got: list[RecordedEvent] = []
+    async with store.subscribe(after=0, poll_interval=0.02) as sub:
+        task = asyncio.create_task(collect(sub, got))
+        slow = ev(n=1)
+        async with store.pool.acquire() as held:
+            tx = held.transaction()
+            await tx.start()
+            await store.append_many([StreamAppend("thing-slow", 0, [slow])], conn=held)
+            later = [
+                asyncio.create_task(store.append(f"thing-fast-{i}", 0, [ev(n=2 + i)]))
+                for i in range(2)
+            ]
+
+            async def later_writers_settled() -> bool:
+                done = all(t.done() for t in later)
+                waiting = await store.pool.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                )
+                return done or waiting >= 2
+
+            await wait_for(later_writers_settled)
+            await asyncio.sleep(0.3)  # the subscriber polls many times while the first is open
+            await tx.commit()
+        await asyncio.gather(*later)
+
+        async def all_three() -> bool:
+            return len(got) >= 3
+
+        await wait_for(all_three, timeout=5)
+        task.cancel()
+    assert got[0].id == slow.id
+    assert [e.position for e in got] == [1, 2, 3]
+    resumed = [
+        e async for e in _take(store.subscribe(after=got[1].position, poll_interval=0.02), 1)
+    ]
+    assert [e.position for e in resumed] == [3]
+
+
+async def _take(sub, n: int):  # type: ignore[no-untyped-def]
+    async with sub:
+        taken = 0
+        async for event in sub:
+            yield event
+            taken += 1
+            if taken == n:
+                return
+
+
+async def listener_pids(store: EventStore) -> list[int]:
+    rows = await store.pool.fetch(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    return [r[0] for r in rows]
+
+
+async def test_subscriber_whose_listen_connection_is_killed_still_receives_later_events(
+    store: EventStore,
+) -> None:
+    """Guarantee 4: a lost LISTEN connection slows delivery at most to the poll interval."""
+    got: list[RecordedEvent] = []
+    async with store.subscribe(after=0, poll_interval=0.2) as sub:
+        task = asyncio.create_task(collect(sub, got))
+
+        async def listening() -> bool:
+            return len(await listener_pids(store)) == 1
+
+        await wait_for(listening)
+        (old_pid,) = await listener_pids(store)
+        assert await store.pool.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+        await store.append("thing-1", 0, [ev(n=1)])
+        await store.append("thing-2", 0, [ev(n=2)])
+
+        async def delivered() -> bool:
+            return len(got) == 2
+
+        await wait_for(delivered, timeout=5)
+
+        async def relistening() -> bool:
+            pids = await listener_pids(store)
+            return len(pids) == 1 and pids[0] != old_pid
+
+        await wait_for(relistening, timeout=10)
+        assert sub.reconnects >= 1
+        task.cancel()
+    assert [e.position for e in got] == [1, 2]
+
+
+async def test_migrate_twice_applies_nothing_the_second_time(db_dsn: str) -> None:
+    from service.database import migrate, pending
+
+    assert await migrate(db_dsn) == []
+    assert await pending(db_dsn) == []
+
+
+async def test_migrate_refuses_a_migration_edited_after_it_was_applied(db_dsn: str) -> None:
+    from eventstore.migrations import Migration, MigrationError, apply_migrations
+    from service.database import all_migrations
+
+    edited = [Migration(m.name, m.sql + "\n-- edited") for m in all_migrations()]
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        with pytest.raises(MigrationError):
+            await apply_migrations(conn, edited)
+    finally:
+        await conn.close()

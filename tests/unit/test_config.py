@@ -1,0 +1,65 @@
+"""Settings from the environment: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import PARSERS, ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_empty_environment_gives_the_documented_defaults() -> None:
+    s = load_settings({})
+    assert s.batch_max_requests == 50_000
+    assert s.batch_creation_interval_seconds == 600
+    assert s.batch_polling_interval_seconds == 120
+    assert s.request_max_attempts == 3
+    assert s.log_format == "json"
+
+
+def test_values_are_parsed_to_their_types() -> None:
+    s = load_settings(
+        {"BATCH_CREATION_ENABLED": "false", "BATCH_MAX_REQUESTS": "10", "LOG_LEVEL": "debug"}
+    )
+    assert s.batch_creation_enabled is False
+    assert s.batch_max_requests == 10
+    assert s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BATCH_MAX_REQUESTS", "50001"),
+        ("BATCH_MAX_REQUESTS", "many"),
+        ("BATCH_MAX_BYTES", "300000000"),
+        ("BATCH_POLLING_ENABLED", "maybe"),
+        ("REQUEST_MAX_ATTEMPTS", "0"),
+        ("PORT", "70000"),
+        ("LOG_FORMAT", "xml"),
+        ("BATCH_CREATION_INTERVAL_SECONDS", "-1"),
+        ("DATABASE_URL", "localhost"),
+    ],
+)
+def test_invalid_value_fails_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_secrets_are_not_echoed_in_errors_or_repr() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"DATABASE_URL": "secret-pw-no-scheme"})
+    assert "secret-pw" not in str(info.value)
+    assert "sk-real-key" not in repr(load_settings({"OPENAI_API_KEY": "sk-real-key"}))
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    example = (ROOT / ".env.example").read_text()
+    documented = {
+        line.split("=", 1)[0]
+        for line in example.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert documented == set(PARSERS)
