@@ -205,6 +205,17 @@ class EventStore:
         )
         return [_to_event(r) for r in rows]
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Every event of many streams in one query, each stream in version order."""
+        rows = await self.pool.fetch(
+            f"{_SELECT} WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+            list(stream_ids),
+        )
+        out: dict[str, list[RecordedEvent]] = {sid: [] for sid in stream_ids}
+        for r in rows:
+            out[r[1]].append(_to_event(r))
+        return out
+
     async def read_all(
         self,
         after: int = 0,

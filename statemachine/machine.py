@@ -1,0 +1,96 @@
+"""A machine declared once with `transitions`, and the lookup table derived from it.
+
+The declaration (states, triggers, guards by name) is the single source of truth: the
+`transitions.Machine` built from it draws the diagrams and drives the property tests,
+and the table derived from that Machine decides every command, one or 50,000 at a time,
+without a Machine or `add_model` per entity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from transitions import Machine
+
+from statemachine.errors import InvalidTransition
+
+A = TypeVar("A")
+S = TypeVar("S", bound=Enum)
+Guard = Callable[[Any, Any], bool]
+Route = tuple[tuple[Any, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Declaration(Generic[S]):
+    """States, initial state, transitions (trigger, source, dest, conditions) and guards."""
+
+    entity: str
+    states: type[S]
+    initial: S
+    transitions: Sequence[Mapping[str, Any]]
+    guards: Mapping[str, Guard] = field(default_factory=dict)
+
+    def machine(self, model: object | None = None, *, graph: bool = False) -> Machine:
+        """A `transitions` machine of this declaration (for diagrams and tests, not per entity)."""
+        kwargs: dict[str, Any] = {
+            "model": model if model is not None else Machine.self_literal,
+            "states": self.states,
+            "transitions": [dict(t) for t in self.transitions],
+            "initial": self.initial,
+            "auto_transitions": False,
+            "send_event": True,
+        }
+        if graph:
+            from transitions.extensions import GraphMachine
+
+            return GraphMachine(**kwargs, graph_engine="mermaid", show_conditions=True)
+        return Machine(**kwargs)
+
+    @cached_property
+    def table(self) -> dict[tuple[S, str], Route]:
+        """(state, trigger) -> ordered (dest, guard names) alternatives, read off the Machine."""
+        machine = self.machine(_GuardStub(self.guards))
+        table: dict[tuple[S, str], Route] = {}
+        for trigger, event in machine.events.items():
+            for source, transitions in event.transitions.items():
+                table[(self.states[source], trigger)] = tuple(
+                    (self.states[str(t.dest)], tuple(str(c.func) for c in t.conditions))
+                    for t in transitions
+                )
+        return table
+
+    @cached_property
+    def triggers(self) -> tuple[str, ...]:
+        """Every trigger, in declaration order."""
+        return tuple(dict.fromkeys(str(t["trigger"]) for t in self.transitions))
+
+    @cached_property
+    def _compiled(self) -> dict[tuple[S, str], tuple[tuple[S, tuple[Guard, ...]], ...]]:
+        return {
+            key: tuple((dest, tuple(self.guards[g] for g in names)) for dest, names in alts)
+            for key, alts in self.table.items()
+        }
+
+    def route(
+        self, entity_id: str, state: S, trigger: str, aggregate: object, command: object
+    ) -> S:
+        """The destination of `trigger` from `state`, or InvalidTransition."""
+        for dest, guards in self._compiled.get((state, trigger), ()):
+            for guard in guards:
+                if not guard(aggregate, command):
+                    break
+            else:
+                return dest
+        raise InvalidTransition(self.entity, entity_id, state.value, trigger)
+
+
+class _GuardStub:
+    """A model with a method per guard name, so `transitions` accepts the declaration."""
+
+    def __init__(self, guards: Mapping[str, Guard]) -> None:
+        for name in guards:
+            setattr(self, name, lambda *_: True)
