@@ -58,7 +58,7 @@ class Aggregates:
 
     async def handle_request(
         self, request_id: str, command: RequestCommand, actor: Actor
-    ) -> list[Event]:
+    ) -> Sequence[Event]:
         """Decide a command for one request and append its events at the version read."""
         state = await self.load_request(request_id)
         events = request_agg.decide(state, command)
@@ -68,7 +68,9 @@ class Aggregates:
         )
         return events
 
-    async def handle_batch(self, batch_id: str, command: BatchCommand, actor: Actor) -> list[Event]:
+    async def handle_batch(
+        self, batch_id: str, command: BatchCommand, actor: Actor
+    ) -> Sequence[Event]:
         """Decide a command for one batch and append its events at the version read."""
         state = await self.load_batch(batch_id)
         events = batch_agg.decide(state, command)

@@ -44,6 +44,29 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    """Write (or with --check, compare) the documents generated from the declarations."""
+    from pathlib import Path
+
+    from statemachine.catalogue import GENERATED
+
+    stale = []
+    for rel, render in GENERATED.items():
+        path = Path(args.root) / rel
+        text = render()
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(rel)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {rel}")
+    if stale:
+        print(f"out of date (run `batchledger docs`): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -61,13 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run throughput benchmarks against a scratch database",
         description="Each suite runs in a scratch database created on the server and dropped "
-        "after. Suites: append_batched, append_single, read_all.",
+        "after. Suites: append_batched, append_single, read_all, decide.",
     )
     p.add_argument("suites", nargs="*", help="suites to run (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--database-url", help="server DSN to create the scratch database on")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "docs",
+        help="generate docs/state-machines.md and docs/events.md from the declarations",
+    )
+    p.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    p.add_argument("--root", default=".", help="repository root (default: .)")
+    p.set_defaults(handler=cmd_docs)
     return parser
 
 

@@ -30,7 +30,6 @@ from statemachine.events import (
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
-    Event,
     RequestCounts,
 )
 from statemachine.machine import Declaration
@@ -132,7 +131,7 @@ BATCH_MACHINE: Declaration[BS] = Declaration(
 )
 
 
-def _observe_trigger(b: Batch, c: ObserveStatus) -> str | None:
+def observe_trigger(b: Batch, c: ObserveStatus) -> str | None:
     """The trigger an observation fires, or None when it shows nothing new."""
     target = state_for(c.openai_status)
     changed = (c.openai_status, c.request_counts, c.output_file_id, c.error_file_id) != (
@@ -149,7 +148,7 @@ def _observe_trigger(b: Batch, c: ObserveStatus) -> str | None:
     return STATE_TO_TRIGGER[target]
 
 
-def decide(state: Batch | None, command: BatchCommand) -> list[Event]:
+def decide(state: Batch | None, command: BatchCommand) -> list[BatchEvent]:
     """The events a command produces for a batch, or a DomainError.
 
     An observation that shows nothing new is not a transition and yields no event.
@@ -169,7 +168,7 @@ def decide(state: Batch | None, command: BatchCommand) -> list[Event]:
         raise NotFound("batch", "?")
     trigger = command.trigger
     if isinstance(command, ObserveStatus):
-        found = _observe_trigger(state, command)
+        found = observe_trigger(state, command)
         if found is None:
             return []
         trigger = found
@@ -177,7 +176,7 @@ def decide(state: Batch | None, command: BatchCommand) -> list[Event]:
     return _emit(state.batch_id, command)
 
 
-def _emit(bid: str, c: BatchCommand) -> list[Event]:
+def _emit(bid: str, c: BatchCommand) -> list[BatchEvent]:
     if isinstance(c, StartUpload):
         return [BatchUploadStarted(batch_id=bid, filename=c.filename)]
     if isinstance(c, RecordUpload):
@@ -207,7 +206,7 @@ def _emit(bid: str, c: BatchCommand) -> list[Event]:
     if isinstance(c, CancelBatch):
         return [BatchCancelRequested(batch_id=bid)]
     if isinstance(c, FinishIngestion):
-        rejected: list[Event] = [
+        rejected: list[BatchEvent] = [
             BatchOutputLineRejected(batch_id=bid, **msgspec.structs.asdict(r)) for r in c.rejected
         ]
         done = BatchProcessed(

@@ -15,7 +15,6 @@ from statemachine.commands import (
 )
 from statemachine.errors import AlreadyExists, NotFound
 from statemachine.events import (
-    Event,
     RequestBatched,
     RequestCompleted,
     RequestEvent,
@@ -86,7 +85,7 @@ REQUEST_MACHINE: Declaration[RS] = Declaration(
 )
 
 
-def decide(state: Request | None, command: RequestCommand) -> list[Event]:
+def decide(state: Request | None, command: RequestCommand) -> list[RequestEvent]:
     """The events a command produces for a request, or a DomainError."""
     if isinstance(command, QueueRequest):
         if state is not None:
@@ -107,7 +106,7 @@ def decide(state: Request | None, command: RequestCommand) -> list[Event]:
     return _emit(state, command, dest)
 
 
-def _emit(r: Request, command: RequestCommand, dest: RS) -> list[Event]:
+def _emit(r: Request, command: RequestCommand, dest: RS) -> list[RequestEvent]:
     rid = r.request_id
     if isinstance(command, AssignToBatch):
         return [RequestBatched(request_id=rid, batch_id=command.batch_id, attempt=r.attempts + 1)]
@@ -175,7 +174,7 @@ def fold(events: Sequence[RequestEvent]) -> Request | None:
     return state
 
 
-def decide_many(requests: Sequence[Request], command: RequestCommand) -> list[list[Event]]:
+def decide_many(requests: Sequence[Request], command: RequestCommand) -> list[list[RequestEvent]]:
     """Apply one command to many requests (a whole batch) through the derived table.
 
     No Machine and no `add_model` per request: the route of each distinct state is
