@@ -15,13 +15,20 @@ from service.dsn import with_database
 from tests.pgharness import Server, find_or_start
 
 _counter = itertools.count()
+_sources: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which PostgreSQL the run used (local server, binaries, container, embedded)."""
+    for source in _sources:
+        terminalreporter.write_line(f"PostgreSQL for tests: {source}")
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """The PostgreSQL server every integration test of this run uses."""
     server = find_or_start()
-    print(f"\nPostgreSQL for tests: {server.source}")
+    _sources.append(server.source)
     yield server
     server.stop()
 
