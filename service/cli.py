@@ -67,6 +67,59 @@ def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the OpenAI Batch API emulator until interrupted."""
+    from aiohttp import web
+
+    from service.emulator.app import create_emulator_app
+    from service.emulator.knobs import Knobs
+
+    knobs = Knobs(
+        validating_seconds=args.validating_seconds,
+        in_progress_seconds=args.in_progress_seconds,
+        finalizing_seconds=args.finalizing_seconds,
+        line_failure_rate=args.line_failure_rate,
+        outcome=args.outcome,
+        partial_lines=args.partial_lines,
+        enqueued_token_limit=args.enqueued_token_limit,
+        seed=args.seed,
+        **({"models": args.models.split(",")} if args.models else {}),
+    )
+    print(f"OpenAI Batch API emulator on http://{args.host}:{args.port}/v1", flush=True)
+    web.run_app(create_emulator_app(knobs), host=args.host, port=args.port, print=None)
+    return 0
+
+
+def _add_emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "emulator",
+        help="serve a local OpenAI Batch API (files, batches) for the demo and tests",
+        description="Knobs set here can be changed at run time with POST /_emulator/knobs "
+        "(see docs/emulator.md).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--validating-seconds", type=float, default=1.0, help="time in validating")
+    p.add_argument("--in-progress-seconds", type=float, default=2.0, help="time in in_progress")
+    p.add_argument("--finalizing-seconds", type=float, default=1.0, help="time in finalizing")
+    p.add_argument("--line-failure-rate", type=float, default=0.0, help="share of lines that fail")
+    p.add_argument(
+        "--outcome",
+        choices=["complete", "fail", "expire", "cancel", "stuck_finalizing"],
+        default="complete",
+        help="forced fate of every batch",
+    )
+    p.add_argument(
+        "--partial-lines", type=int, default=0, help="lines answered before expiry/cancel"
+    )
+    p.add_argument("--enqueued-token-limit", type=int, default=None, help="per-model token limit")
+    p.add_argument(
+        "--models", default="", help="comma-separated known models (default: a built-in list)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for ids, shuffling and failures")
+    p.set_defaults(handler=cmd_emulator)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -91,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--database-url", help="server DSN to create the scratch database on")
     p.set_defaults(handler=cmd_bench)
+
+    _add_emulator_parser(sub)
 
     p = sub.add_parser(
         "docs",
