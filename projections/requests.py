@@ -1,0 +1,241 @@
+"""Projection "requests": the requests table, per-status counters and session analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from eventstore import RecordedEvent
+from projections.base import Decoded, Tables
+from statemachine.events import (
+    RequestBatched,
+    RequestCompleted,
+    RequestFailed,
+    RequestQueued,
+    RequestRequeued,
+)
+from statemachine.states import RequestState
+
+
+class RequestRow(msgspec.Struct, kw_only=True, gc=False):
+    """One row of `requests`; field order is column order."""
+
+    request_id: str
+    seq: int
+    company_id: str
+    session_id: str
+    model: str
+    source: str
+    status: str
+    batch_id: str | None = None
+    attempts: int = 0
+    last_error_code: str | None = None
+    last_error_message: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_micro_usd: int = 0
+    queued_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    version: int
+    position: int
+
+
+COLUMNS = tuple(RequestRow.__struct_fields__)
+_PG_TYPES = {
+    "seq": "bigint",
+    "attempts": "int",
+    "prompt_tokens": "int",
+    "completion_tokens": "int",
+    "total_tokens": "int",
+    "cost_micro_usd": "bigint",
+    "queued_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "completed_at": "timestamptz",
+    "version": "int",
+    "position": "bigint",
+}
+_replace = msgspec.structs.replace
+
+
+def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> RequestRow | None:
+    """The row after one event (pure)."""
+    at, pos, ver = recorded.metadata.occurred_at, recorded.position, recorded.version
+    if isinstance(event, RequestQueued):
+        return RequestRow(
+            request_id=event.request_id,
+            seq=pos,
+            company_id=event.company_id,
+            session_id=event.session_id,
+            model=event.model,
+            source=event.source,
+            status=RequestState.PENDING_BATCHING.value,
+            queued_at=at,
+            updated_at=at,
+            version=ver,
+            position=pos,
+        )
+    if row is None:
+        return None  # an event for a request whose RequestQueued this table never saw
+    if isinstance(event, RequestBatched):
+        return _replace(
+            row,
+            status=RequestState.BATCHING_IN_PROGRESS.value,
+            batch_id=event.batch_id,
+            attempts=event.attempt,
+            updated_at=at,
+            version=ver,
+            position=pos,
+        )
+    if isinstance(event, RequestCompleted):
+        u = event.usage
+        return _replace(
+            row,
+            status=RequestState.PROCESSING_COMPLETE.value,
+            prompt_tokens=row.prompt_tokens + u.prompt_tokens,
+            completion_tokens=row.completion_tokens + u.completion_tokens,
+            total_tokens=row.total_tokens + u.total_tokens,
+            cost_micro_usd=row.cost_micro_usd + event.cost_micro_usd,
+            last_error_code=None,
+            last_error_message=None,
+            completed_at=at,
+            updated_at=at,
+            version=ver,
+            position=pos,
+        )
+    if isinstance(event, RequestFailed):
+        return _replace(
+            row,
+            status=RequestState.PROCESSING_FAILED.value,
+            last_error_code=event.code,
+            last_error_message=event.message,
+            updated_at=at,
+            version=ver,
+            position=pos,
+        )
+    if isinstance(event, RequestRequeued):
+        return _replace(
+            row,
+            status=RequestState.PENDING_BATCHING.value,
+            batch_id=None,
+            updated_at=at,
+            version=ver,
+            position=pos,
+        )
+    return row
+
+
+def analysis_row(
+    row: RequestRow, recorded: RecordedEvent, event: RequestCompleted
+) -> tuple[object, ...]:
+    """A `session_analyses` row for a completed request."""
+    a = event.analysis
+    return (
+        row.request_id,
+        row.company_id,
+        row.session_id,
+        str(a.get("language", "")),
+        str(a.get("sentiment", "")),
+        bool(a.get("escalated")),
+        bool(a.get("forwarded_hr")),
+        str(a.get("category", "")),
+        msgspec.json.encode(a.get("questions", [])),
+        str(a.get("summary", "")),
+        recorded.metadata.occurred_at,
+    )
+
+
+class RequestsProjection:
+    """Requests, their counters and analyses, from the `request` streams."""
+
+    name = "requests"
+    tables = ("requests", "request_status_counts", "session_analyses")
+    categories = ("request",)
+
+    async def apply(
+        self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
+    ) -> None:
+        """Load the touched rows, fold the events over them, write rows, counters, analyses."""
+        ids = list({getattr(ev, "request_id", "") for _, ev in events})
+        rows = await _load(conn, tables["requests"], ids)
+        before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
+        analyses = []
+        for recorded, event in events:
+            rid = getattr(event, "request_id", "")
+            new = project(rows.get(rid), recorded, event)
+            if new is None:
+                continue
+            rows[rid] = new
+            if isinstance(event, RequestCompleted):
+                analyses.append(analysis_row(new, recorded, event))
+        await _save(conn, tables["requests"], list(rows.values()))
+        await _count(conn, tables["request_status_counts"], before, rows)
+        if analyses:
+            columns = [list(col) for col in zip(*analyses, strict=True)]
+            await conn.execute(_INSERT_ANALYSIS.format(t=tables["session_analyses"]), *columns)
+
+
+async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, RequestRow]:
+    records = await conn.fetch(
+        f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE request_id = ANY($1::text[])", ids
+    )
+    return {r[0]: RequestRow(**dict(r)) for r in records}
+
+
+async def _save(conn: asyncpg.Connection, table: str, rows: list[RequestRow]) -> None:
+    if not rows:
+        return
+    arrays = [[getattr(r, c) for r in rows] for c in COLUMNS]
+    casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "request_id")
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT * FROM unnest({casts})"
+        f" ON CONFLICT (request_id) DO UPDATE SET {updates}",
+        *arrays,
+    )
+
+
+async def _count(
+    conn: asyncpg.Connection,
+    table: str,
+    before: dict[str, tuple[str, str]],
+    rows: dict[str, RequestRow],
+) -> None:
+    deltas: dict[tuple[str, str], int] = {}
+    for rid, row in rows.items():
+        old, new = before.get(rid), (row.company_id, row.status)
+        if old == new:
+            continue
+        if old is not None:
+            deltas[old] = deltas.get(old, 0) - 1
+        deltas[new] = deltas.get(new, 0) + 1
+    deltas = {k: v for k, v in deltas.items() if v}
+    if deltas:
+        keys = list(deltas)
+        await conn.execute(
+            f"INSERT INTO {table} (company_id, status, n)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])"
+            f" ON CONFLICT (company_id, status) DO UPDATE SET n = {table}.n + excluded.n",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [deltas[k] for k in keys],
+        )
+        # No zero rows: a rebuild, which chunks differently, must produce the same table.
+        await conn.execute(f"DELETE FROM {table} WHERE n = 0")
+
+
+_INSERT_ANALYSIS = (
+    "INSERT INTO {t} (request_id, company_id, session_id, language, sentiment, escalated,"
+    " forwarded_hr, category, questions, summary, analysed_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::bool[], $7::bool[], $8::text[], $9::jsonb[], $10::text[], $11::timestamptz[])"
+    " ON CONFLICT (request_id) DO UPDATE SET language = excluded.language,"
+    " sentiment = excluded.sentiment, escalated = excluded.escalated,"
+    " forwarded_hr = excluded.forwarded_hr, category = excluded.category,"
+    " questions = excluded.questions, summary = excluded.summary,"
+    " analysed_at = excluded.analysed_at"
+)
