@@ -42,3 +42,32 @@ def leader_key(name: str) -> int:
 def chunk_key(name: str) -> int:
     """Transaction advisory lock taken by every chunk and by a rebuild's swap."""
     return (0x6271 << 32) | zlib.crc32(name.encode())
+
+
+async def upsert(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    key: str,
+    rows: Sequence[tuple[object, ...]],
+) -> None:
+    """Insert or replace rows by `key`: binary COPY into a staging table, then one upsert.
+
+    COPY encodes values several times faster than array parameters, which matters when a
+    rebuild rewrites hundreds of thousands of rows.
+    """
+    if not rows:
+        return
+    stage = f"stage_{table}"
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS)"
+        " ON COMMIT DELETE ROWS"
+    )
+    await conn.copy_records_to_table(stage, records=rows, columns=list(columns))
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    await conn.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage}"
+        f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+    await conn.execute(f"TRUNCATE {stage}")

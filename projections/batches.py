@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import Decoded, Tables
+from projections.base import Decoded, Tables, upsert
 from statemachine.events import (
     BatchCancelRequested,
     BatchFileUploaded,
@@ -58,26 +58,7 @@ class BatchRow(msgspec.Struct, kw_only=True, gc=False):
 
 
 COLUMNS = tuple(BatchRow.__struct_fields__)
-_INTS = {
-    "seq",
-    "request_count",
-    "counts_total",
-    "counts_completed",
-    "counts_failed",
-    "completed",
-    "failed",
-    "missing",
-    "rejected_lines",
-    "version",
-}
-_TIMES = {"planned_at", "submitted_at", "finished_at", "processed_at", "updated_at"}
 _FINISHED = {BS.COMPLETED, BS.FAILED, BS.EXPIRED, BS.CANCELLED}
-
-
-def _pg_type(column: str) -> str:
-    if column == "position":
-        return "bigint"
-    return "int" if column in _INTS else "timestamptz" if column in _TIMES else "text"
 
 
 def project(row: BatchRow | None, recorded: RecordedEvent, event: object) -> BatchRow | None:
@@ -150,9 +131,9 @@ def _observed(row: BatchRow, event: BatchStatusObserved, at: datetime) -> None:
 class BatchesProjection:
     """Batches from the `batch` streams."""
 
-    name = "batches"
-    tables = ("batches",)
-    categories = ("batch",)
+    name: str = "batches"
+    tables: tuple[str, ...] = ("batches",)
+    categories: tuple[str, ...] = ("batch",)
 
     async def apply(
         self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
@@ -171,11 +152,6 @@ class BatchesProjection:
                 rows[bid] = new
         if not rows:
             return
-        arrays = [[getattr(r, c) for r in rows.values()] for c in COLUMNS]
-        casts = ", ".join(f"${i + 1}::{_pg_type(c)}[]" for i, c in enumerate(COLUMNS))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "batch_id")
-        await conn.execute(
-            f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT * FROM unnest({casts})"
-            f" ON CONFLICT (batch_id) DO UPDATE SET {updates}",
-            *arrays,
+        await upsert(
+            conn, table, COLUMNS, "batch_id", [msgspec.structs.astuple(r) for r in rows.values()]
         )

@@ -22,10 +22,39 @@ def shadow_tables(projection: Projection) -> dict[str, str]:
 
 
 async def _prepare(conn: asyncpg.Connection, projection: Projection) -> None:
-    # An interrupted rebuild leaves shadows behind: start them afresh.
+    # An interrupted rebuild leaves shadows behind: start them afresh. Shadows get only
+    # their primary key while replaying; the other indexes are built in bulk at the end,
+    # several times faster than maintaining them row by row.
     for table, shadow in shadow_tables(projection).items():
         await conn.execute(f"DROP TABLE IF EXISTS {shadow}")
-        await conn.execute(f"CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)")
+        await conn.execute(
+            f"CREATE TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        await conn.execute(f"ALTER TABLE {shadow} ADD PRIMARY KEY ({await _pk(conn, table)})")
+
+
+async def _pk(conn: asyncpg.Connection, table: str) -> str:
+    columns = await conn.fetch(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary"
+        " ORDER BY array_position(i.indkey, a.attnum)",
+        table,
+    )
+    return ", ".join(r[0] for r in columns)
+
+
+async def _build_indexes(conn: asyncpg.Connection, projection: Projection) -> None:
+    for table, shadow in shadow_tables(projection).items():
+        rows = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename = $1 AND indexname NOT IN (SELECT conname FROM pg_constraint"
+            " WHERE conrelid = $1::regclass AND contype = 'p')",
+            table,
+        )
+        for name, definition in rows:
+            on = f" ON {table} " if f" ON {table} " in definition else f" ON public.{table} "
+            shadow_def = definition.replace(f"INDEX {name} ", f"INDEX {name}{SHADOW} ", 1)
+            await conn.execute(shadow_def.replace(on, f" ON {shadow} ", 1))
 
 
 async def _swap(conn: asyncpg.Connection, projection: Projection, position: int) -> None:
@@ -33,6 +62,7 @@ async def _swap(conn: asyncpg.Connection, projection: Projection, position: int)
         await conn.execute(f"DROP TABLE IF EXISTS {table}{RETIRED}")
         await conn.execute(f"ALTER TABLE {table} RENAME TO {table}{RETIRED}")
         await conn.execute(f"ALTER TABLE {shadow} RENAME TO {table}")
+        await _rename_indexes(conn, table)
     await conn.execute(
         "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)"
         " ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
@@ -41,11 +71,29 @@ async def _swap(conn: asyncpg.Connection, projection: Projection, position: int)
     )
 
 
+async def _rename_indexes(conn: asyncpg.Connection, table: str) -> None:
+    # Keep index names stable across rebuilds: the live table's indexes lose the
+    # shadow suffix once the retired table (which held the original names) is gone.
+    rows = await conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+        f"{table}{RETIRED}",
+    )
+    for (name,) in rows:
+        await conn.execute(f"ALTER INDEX {name} RENAME TO {name[:50]}_r{abs(hash(name)) % 10**6}")
+    rows = await conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+        table,
+    )
+    for (name,) in rows:
+        if name.endswith(SHADOW):
+            await conn.execute(f"ALTER INDEX {name} RENAME TO {name.removesuffix(SHADOW)}")
+
+
 async def rebuild(
     store: EventStore,
     projection: Projection,
     *,
-    page_size: int = 10_000,
+    page_size: int = 50_000,
     progress: Progress | None = None,
     before_swap: Hook | None = None,
 ) -> int:
@@ -62,6 +110,7 @@ async def rebuild(
             seen += len(page)
             if progress is not None:
                 progress(position, max(head, position))
+        await _build_indexes(conn, projection)
         if before_swap is not None:
             await before_swap()
         async with conn.transaction():

@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import Decoded, Tables
+from projections.base import Decoded, Tables, upsert
 from statemachine.events import (
     RequestBatched,
     RequestCompleted,
@@ -46,19 +46,6 @@ class RequestRow(msgspec.Struct, kw_only=True, gc=False):
 
 
 COLUMNS = tuple(RequestRow.__struct_fields__)
-_PG_TYPES = {
-    "seq": "bigint",
-    "attempts": "int",
-    "prompt_tokens": "int",
-    "completion_tokens": "int",
-    "total_tokens": "int",
-    "cost_micro_usd": "bigint",
-    "queued_at": "timestamptz",
-    "updated_at": "timestamptz",
-    "completed_at": "timestamptz",
-    "version": "int",
-    "position": "bigint",
-}
 _replace = msgspec.structs.replace
 
 
@@ -152,9 +139,9 @@ def analysis_row(
 class RequestsProjection:
     """Requests, their counters and analyses, from the `request` streams."""
 
-    name = "requests"
-    tables = ("requests", "request_status_counts", "session_analyses")
-    categories = ("request",)
+    name: str = "requests"
+    tables: tuple[str, ...] = ("requests", "request_status_counts", "session_analyses")
+    categories: tuple[str, ...] = ("request",)
 
     async def apply(
         self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
@@ -187,16 +174,7 @@ async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[st
 
 
 async def _save(conn: asyncpg.Connection, table: str, rows: list[RequestRow]) -> None:
-    if not rows:
-        return
-    arrays = [[getattr(r, c) for r in rows] for c in COLUMNS]
-    casts = ", ".join(f"${i + 1}::{_PG_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "request_id")
-    await conn.execute(
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT * FROM unnest({casts})"
-        f" ON CONFLICT (request_id) DO UPDATE SET {updates}",
-        *arrays,
-    )
+    await upsert(conn, table, COLUMNS, "request_id", [msgspec.structs.astuple(r) for r in rows])
 
 
 async def _count(

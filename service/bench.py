@@ -223,6 +223,97 @@ async def decide(b: Bench) -> list[Result]:
     ]
 
 
+@suite("rebuild")
+async def rebuild_suite(b: Bench) -> list[Result]:
+    """Events/s of a full rebuild of every projection vs reading and decoding the same log."""
+    from projections.batches import BatchesProjection
+    from projections.rebuild import rebuild
+    from projections.requests import RequestsProjection
+    from projections.runner import ProjectionRunner, decode
+    from service.synthetic import aggregates, queue_many, requeue_failed, run_batch
+
+    agg = aggregates(b.store)
+    batches, size = b.size(16, 4), 2_000
+    for n in range(batches):
+        ids = await queue_many(agg, size, company=f"co{n % 3}", prefix=f"b{n}r")
+        await run_batch(agg, f"b{n}", ids, fail_every=4, retryable=n % 2 == 0)
+        if n % 3 == 0:
+            await requeue_failed(agg, ids)
+    projections = (RequestsProjection(), BatchesProjection())
+    for p in projections:
+        await ProjectionRunner(b.store, p).catch_up()
+    head = await b.store.head()
+    t = time.perf_counter()
+    for p in projections:
+        await rebuild(b.store, p)
+    ours = head / (time.perf_counter() - t)
+    t = time.perf_counter()
+    position = 0
+    while page := await b.store.read_all(position, 10_000):
+        decode(page)
+        position = page[-1].position
+    raw = head / (time.perf_counter() - t)
+    return [with_baseline("rebuild", ours, "events/s", "read_decode", raw)]
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+_FILL_REQUESTS = """
+INSERT INTO requests (request_id, seq, company_id, session_id, model, source, status, attempts,
+                      queued_at, updated_at, version, position)
+SELECT 'req' || g, g, 'co' || (g % 20), 's' || g, 'gpt-4o-mini', 'bench',
+       (ARRAY['PENDING_BATCHING', 'BATCHING_IN_PROGRESS', 'PROCESSING_COMPLETE',
+              'PROCESSING_FAILED'])[1 + g % 4],
+       1, now(), now(), 1, g
+FROM generate_series(1, $1) g
+"""
+
+
+@suite("read_latency")
+async def read_latency(b: Bench) -> list[Result]:
+    """p50/p99 ms of the summary and a first page of requests with 1,000,000 requests stored."""
+    from projections import queries
+
+    n = b.size(1_000_000, 100_000)
+    async with b.store.pool.acquire() as conn:
+        await conn.execute(_FILL_REQUESTS, n)
+        await conn.execute(
+            "INSERT INTO request_status_counts SELECT company_id, status, count(*) FROM requests"
+            " GROUP BY 1, 2"
+        )
+        await conn.execute("ANALYZE requests")
+    statuses = list(queries.REQUEST_STATUSES)
+
+    async def timed(
+        call: Callable[[int], Awaitable[object]], rounds: int = 2_000
+    ) -> tuple[float, float]:
+        samples = []
+        for i in range(rounds):
+            t = time.perf_counter()
+            await call(i)
+            samples.append((time.perf_counter() - t) * 1000)
+        return _percentiles(samples)
+
+    base50, base99 = await timed(lambda i: b.store.pool.fetchval("SELECT 1"))
+    s50, s99 = await timed(
+        lambda i: queries.summary(b.store.pool, None if i % 2 else f"co{i % 20}")
+    )
+    p50, p99 = await timed(
+        lambda i: queries.requests_page(
+            b.store.pool, statuses[i % 4], 50, company_id=f"co{i % 20}" if i % 3 == 0 else None
+        )
+    )
+    return [
+        with_baseline("summary_latency_p50", s50, "ms", "select_1_p50", base50),
+        with_baseline("summary_latency_p99", s99, "ms", "select_1_p99", base99),
+        with_baseline("requests_page_latency_p50", p50, "ms", "select_1_p50", base50),
+        with_baseline("requests_page_latency_p99", p99, "ms", "select_1_p99", base99),
+    ]
+
+
 async def _scratch_database(admin_dsn: str, name: str) -> str:
     from service.dsn import with_database
 

@@ -13,7 +13,7 @@ from projections.batches import BatchesProjection
 from projections.rebuild import rebuild
 from projections.requests import RequestsProjection
 from projections.runner import ProjectionRunner
-from tests.integration.history import aggregates, queue_many, requeue_failed, run_batch
+from service.synthetic import aggregates, queue_many, requeue_failed, run_batch
 
 REQUESTS, BATCHES = RequestsProjection(), BatchesProjection()
 

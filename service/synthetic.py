@@ -1,4 +1,4 @@
-"""Builds realistic event histories quickly, through the domain and the event store."""
+"""Synthetic event histories built fast through the domain and the store (bench and tests)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ async def run_batch(
     decided = request_agg.decide_many(requests, AssignToBatch(batch_id=batch_id))
     appends += agg.request_appends(list(zip(requests, decided, strict=True)), SYSTEM)
     await agg.store.append_many(appends)
-    for cmd in (
+    for step in (
         StartUpload(filename=f"{batch_id}.jsonl"),
         RecordUpload(input_file_id=f"file-{batch_id}", bytes=1),
         RecordSubmission(openai_batch_id=f"batch_{batch_id}", input_file_id=f"file-{batch_id}"),
@@ -92,7 +92,7 @@ async def run_batch(
             output_file_id=f"out-{batch_id}",
         ),
     ):
-        await agg.handle_batch(batch_id, cmd, SYSTEM)
+        await agg.handle_batch(batch_id, step, SYSTEM)
     loaded = await agg.load_requests(ids)
     outcomes = []
     failed = 0
@@ -100,7 +100,7 @@ async def run_batch(
         r = loaded[rid]
         assert r is not None
         if fail_every and n % fail_every == 0:
-            cmd: CompleteRequest | FailRequest = FailRequest(
+            outcome: CompleteRequest | FailRequest = FailRequest(
                 batch_id=batch_id,
                 code="server_error",
                 message="500",
@@ -109,13 +109,13 @@ async def run_batch(
             )
             failed += 1
         else:
-            cmd = CompleteRequest(
+            outcome = CompleteRequest(
                 batch_id=batch_id,
                 analysis=ANALYSIS,
                 usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
                 cost_micro_usd=7,
             )
-        outcomes.append((r, request_agg.decide(r, cmd)))
+        outcomes.append((r, request_agg.decide(r, outcome)))
     await agg.store.append_many(agg.request_appends(outcomes, SYSTEM))
     await agg.handle_batch(
         batch_id, FinishIngestion(completed=len(ids) - failed, failed=failed, missing=0), SYSTEM
