@@ -120,6 +120,16 @@ def _add_emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(handler=cmd_emulator)
 
 
+def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild projections or show their status."""
+    from service.projection_commands import rebuild_command, status_command
+
+    dsn = _database_url(args, settings)
+    if args.action == "status":
+        return asyncio.run(status_command(dsn))
+    return asyncio.run(rebuild_command(dsn, args.names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -146,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench)
 
     _add_emulator_parser(sub)
+
+    p = sub.add_parser(
+        "projections",
+        help="rebuild projections from the event log, or show their status",
+        description="rebuild: replay from position 0 into new tables while the live ones keep "
+        "serving, then swap them in one transaction (safe to interrupt). status: checkpoint, "
+        "lag and row counts of each projection.",
+    )
+    p.add_argument("action", choices=["rebuild", "status"])
+    p.add_argument("names", nargs="*", help="projections to rebuild (default: all)")
+    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+    p.set_defaults(handler=cmd_projections)
 
     p = sub.add_parser(
         "docs",
