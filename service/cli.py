@@ -130,6 +130,20 @@ def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(rebuild_command(dsn, args.names))
 
 
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Import a legacy CSV export; exit 1 when any row could not be imported."""
+    from service.import_command import run_import
+
+    return asyncio.run(
+        run_import(
+            _database_url(args, settings),
+            args.source,
+            args.company,
+            args.model or settings.openai_model,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -156,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench)
 
     _add_emulator_parser(sub)
+
+    p = sub.add_parser(
+        "import",
+        help="import a legacy LiveDash CSV export: one analysis request per session",
+        description="Reads the 16-column CSV (no header), fetches each transcript from its URL "
+        "(http/https, file:// or a path relative to the CSV), and queues one analysis request "
+        "per session. Re-importing queues nothing twice. Bad rows are reported with their line "
+        "and reason; the exit status is 1 if any row failed.",
+    )
+    p.add_argument("source", help="CSV path or URL (e.g. service/samples/sessions.csv)")
+    p.add_argument("--company", required=True, help="company id the sessions belong to")
+    p.add_argument("--model", help="model for these requests (default: $OPENAI_MODEL)")
+    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+    p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser(
         "projections",

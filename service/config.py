@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from service.pricing import DEFAULT_PRICES, parse_prices
+
 T = TypeVar("T")
 
 OPENAI_MAX_BATCH_REQUESTS = 50_000
@@ -37,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     log_level: str = "INFO"
     log_format: str = "json"
+    model_prices: dict[str, tuple[float, float]] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_PRICES)
+    )
 
     def __repr__(self) -> str:  # never print the API key
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
@@ -96,6 +101,13 @@ def _url(raw: str) -> str:
     return raw
 
 
+def _prices(raw: str) -> dict[str, tuple[float, float]]:
+    try:
+        return parse_prices(raw)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f'must be JSON like {{"gpt-4o-mini": [0.15, 0.6]}} ({exc})') from None
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": _url,
     "OPENAI_API_KEY": _nonempty,
@@ -114,6 +126,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "PORT": _int(0, 65_535),
     "LOG_LEVEL": _upper_choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "LOG_FORMAT": _choice("json", "console"),
+    "MODEL_PRICES": _prices,
 }
 
 

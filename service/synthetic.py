@@ -27,9 +27,14 @@ from statemachine.events import RequestCounts, Usage
 from statemachine.request import Request
 
 ANALYSIS = {
-    "language": "en", "sentiment": "NEUTRAL", "escalated": False, "forwarded_hr": False,
-    "category": "SCHEDULE_HOURS", "questions": ["When?"], "summary": "Asked about a shift.",
-}  # fmt: skip
+    "language": "en",
+    "sentiment": "NEUTRAL",
+    "escalated": False,
+    "forwarded_hr": False,
+    "category": "SCHEDULE_HOURS",
+    "questions": ["When?"],
+    "summary": "Asked about a shift.",
+}
 SYSTEM = Actor("scheduler")
 
 

@@ -65,6 +65,8 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     output_file_id: str | None = None
     error_file_id: str | None = None
     released: bool = False
+    failure_code: str | None = None
+    failure_message: str | None = None
     version: int = 0
 
 
@@ -247,7 +249,13 @@ def evolve(state: Batch | None, event: BatchEvent) -> Batch:
             version=v,
         )
     if isinstance(event, BatchSubmissionFailed):
-        return replace(state, state=BS.FAILED, version=v)
+        return replace(
+            state,
+            state=BS.FAILED,
+            failure_code=event.code,
+            failure_message=event.message,
+            version=v,
+        )
     if isinstance(event, BatchStatusObserved):
         return _observed(state, event, v)
     if isinstance(event, BatchCancelRequested):
@@ -263,9 +271,12 @@ def _observed(state: Batch, event: BatchStatusObserved, version: int) -> Batch:
     target = state_for(event.openai_status)
     if state.state is BS.CANCELLING and target in _ACTIVE:
         target = BS.CANCELLING
+    first = event.errors[0] if event.errors else None
     return msgspec.structs.replace(
         state,
         state=target,
+        failure_code=first.code if first else state.failure_code,
+        failure_message=first.message if first else state.failure_message,
         openai_status=event.openai_status,
         request_counts=event.request_counts,
         output_file_id=event.output_file_id,

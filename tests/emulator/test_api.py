@@ -6,7 +6,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.emulator.conftest import Running
+from tests.conftest import Running
 from tests.emulator.helpers import jsonl, line, lines_of, submit, wait_until
 
 

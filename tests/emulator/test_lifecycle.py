@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from service.analysis import parse_analysis
-from tests.emulator.conftest import Running
+from tests.conftest import Running
 from tests.emulator.helpers import line, lines_of, submit, wait_until
 
 FINISHED = ("completed", "failed", "expired", "cancelled")

@@ -7,7 +7,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.emulator.conftest import Running
+from tests.conftest import Running
 from tests.emulator.helpers import line, submit, wait_until
 
 

@@ -131,8 +131,12 @@ async def table_rows(store: EventStore, table: str, key: str) -> list[tuple[obje
     return [tuple(r.values()) for r in rows]
 
 
-TABLES = [("requests", "request_id"), ("request_status_counts", "company_id, status"),
-          ("session_analyses", "request_id"), ("batches", "batch_id")]  # fmt: skip
+TABLES = [
+    ("requests", "request_id"),
+    ("request_status_counts", "company_id, status"),
+    ("session_analyses", "request_id"),
+    ("batches", "batch_id"),
+]
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""The batch pipeline: batch creator, poller, ingestion, and the schedulers that run them."""
