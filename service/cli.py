@@ -144,6 +144,21 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the schedulers, projection runners and admin API until SIGINT or SIGTERM."""
+    from service.serve import serve
+
+    return asyncio.run(
+        serve(
+            settings,
+            _database_url(args, settings),
+            schedulers=not args.no_schedulers,
+            projections=not args.no_projections,
+            api=not args.no_api,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -170,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench)
 
     _add_emulator_parser(sub)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the batch creator, poller, projection runners and admin API",
+        description="Any number of instances may share one database: each scheduler and each "
+        "projection runs in one instance at a time. BATCH_CREATION_ENABLED and "
+        "BATCH_POLLING_ENABLED switch the schedulers; the flags below switch whole parts.",
+    )
+    p.add_argument("--no-schedulers", action="store_true", help="do not run creator and poller")
+    p.add_argument("--no-projections", action="store_true", help="do not run projection runners")
+    p.add_argument("--no-api", action="store_true", help="do not serve the admin API")
+    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser(
         "import",

@@ -250,7 +250,10 @@ class Emulator:
     ) -> None:
         out_lines: list[dict[str, Any]] = []
         err_lines: list[dict[str, Any]] = []
+        omitted = self.knobs.omitted_lines
         for n, req in enumerate(requests):
+            if n < omitted:
+                continue
             if n >= answered:
                 err_lines.append(
                     self._unexecuted_line(req["custom_id"], rest_code or "batch_expired")

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from eventstore import StreamAppend
+from service import faults
 from service.aggregates import Actor, Aggregates
 from service.analysis import InvalidAnalysis, parse_analysis
 from service.pipeline.gateway import OpenAIGateway
@@ -236,6 +237,7 @@ class Ingestion:
                 result.rejected.append(
                     RejectedLine(file_id="", line=0, kind="refused", custom_id=rid, detail=str(exc))
                 )
+        faults.point("ingest.before_append")
         finish = FinishIngestion(
             completed=result.completed,
             failed=result.failed,
@@ -243,6 +245,7 @@ class Ingestion:
             rejected=result.rejected,
         )
         await self._append(batch, finish, decided)
+        faults.point("ingest.after_append")
         result.seconds = time.perf_counter() - started
         return result
 

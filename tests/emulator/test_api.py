@@ -173,3 +173,14 @@ async def test_knobs_endpoint_refuses_unknown_or_invalid_knobs(emulator: Running
             assert r.status == 400
         async with s.get(f"{emulator.url}/_emulator/knobs") as r:
             assert (await r.json())["outcome"] == "complete"
+
+
+async def test_omitted_lines_knob_leaves_requests_without_any_line(
+    client: openai.AsyncOpenAI, emulator: Running
+) -> None:
+    await emulator.knobs(omitted_lines=2)
+    done = await wait_until(
+        client, (await submit(client, [line("a"), line("b"), line("c")])).id, "completed"
+    )
+    assert [x["custom_id"] for x in await lines_of(client, done.output_file_id)] == ["c"]
+    assert done.error_file_id is None

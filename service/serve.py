@@ -1,0 +1,41 @@
+"""`batchledger serve`: schedulers, projection runners and the admin API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from service.config import Settings
+from service.database import migrate
+from service.logs import configure, get_logger
+from service.runtime import Runtime
+
+
+async def serve(
+    settings: Settings, dsn: str, *, schedulers: bool, projections: bool, api: bool
+) -> int:
+    """Run until SIGINT or SIGTERM; migrations are applied first."""
+    configure(settings.log_level, settings.log_format)
+    log = get_logger("serve")
+    await migrate(dsn)
+    runtime = await Runtime.open(settings, dsn)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    jobs: list[Coroutine[Any, Any, None]] = []
+    if projections:
+        jobs += [runner.run(stop) for runner in runtime.runners]
+    if schedulers:
+        jobs += [s.run(stop) for s in runtime.schedulers()]
+    log.info("serve.started", schedulers=schedulers, projections=projections, api=api)
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        with contextlib.suppress(Exception):
+            await runtime.close()
+        log.info("serve.stopped")
+    return 0

@@ -1,0 +1,170 @@
+"""Real `batchledger serve` processes: killed at every step boundary, and two sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from eventstore import EventStore, StreamAppend
+from service.aggregates import Actor, Aggregates
+from service.faults import FAULT_EXIT_CODE
+from statemachine import request as request_agg
+from statemachine.commands import QueueRequest
+from tests.conftest import Running
+
+TRANSCRIPT = "[01.10.2026 09:00:00] User: I am sick today, can I stay home? Thanks"
+FAULT_POINTS = [
+    "creator.after_plan",
+    "creator.after_upload_started",
+    "creator.after_upload",
+    "creator.after_record_upload",
+    "creator.after_create",
+    "poller.after_observe",
+    "ingest.before_append",
+    "ingest.after_append",
+]
+
+
+def serve_env(db_dsn: str, emulator: Running, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHLEDGER_FAULTS"}
+    env.update(
+        DATABASE_URL=db_dsn,
+        OPENAI_BASE_URL=f"{emulator.url}/v1",
+        OPENAI_API_KEY="sk-test",
+        BATCH_CREATION_INTERVAL_SECONDS="0",
+        BATCH_POLLING_INTERVAL_SECONDS="0",
+        LOG_LEVEL="WARNING",
+        OPENAI_MAX_RETRIES="0",
+    )
+    env.update(extra)
+    return env
+
+
+async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--no-api",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def queue(store: EventStore, n: int) -> list[str]:
+    agg = Aggregates(store, clock=lambda: datetime.now(UTC), new_id=uuid.uuid4)
+    ids = [f"r{i}" for i in range(n)]
+    appends = []
+    for rid in ids:
+        cmd = QueueRequest(
+            request_id=rid,
+            company_id="acme",
+            session_id=rid,
+            model="gpt-4o-mini",
+            transcript=TRANSCRIPT,
+        )
+        appends.append(
+            StreamAppend(
+                request_agg.stream_id(rid),
+                0,
+                agg.to_new_events(request_agg.decide(None, cmd), Actor("test")),
+            )
+        )
+    await store.append_many(appends)
+    return ids
+
+
+async def wait_all_complete(store: EventStore, n: int, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while True:
+            done = await store.pool.fetchval(
+                "SELECT count(*) FROM events WHERE event_type = 'RequestCompleted'"
+            )
+            if done >= n:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def assert_batched_once_and_no_duplicate_openai_batch(
+    store: EventStore, emulator: Running, n: int
+) -> None:
+    per_request = await store.pool.fetch(
+        "SELECT stream_id, count(*) AS n FROM events WHERE event_type = 'RequestBatched' GROUP BY stream_id"
+    )
+    assert len(per_request) == n
+    assert {r["n"] for r in per_request} == {1}, "a request was put in two batches"
+    completed = await store.pool.fetch(
+        "SELECT stream_id, count(*) AS n FROM events WHERE event_type = 'RequestCompleted' GROUP BY stream_id"
+    )
+    assert len(completed) == n
+    assert {r["n"] for r in completed} == {1}
+    ours: dict[str, int] = {}
+    for b in emulator.state.batches.values():
+        key = (b.metadata or {})["batchledger_batch_id"]
+        ours[key] = ours.get(key, 0) + 1
+    assert set(ours.values()) == {1}, f"duplicate OpenAI batches: {ours}"
+    planned = await store.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'BatchPlanned'"
+    )
+    assert len(ours) == planned
+
+
+@pytest.fixture
+async def crash_store(db_dsn: str) -> AsyncIterator[EventStore]:
+    store = await EventStore.open(db_dsn, max_size=4)
+    yield store
+    await store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FAULT_POINTS)
+async def test_a_process_killed_at_a_step_boundary_restarts_and_loses_nothing(
+    point: str, db_dsn: str, emulator: Running, crash_store: EventStore
+) -> None:
+    await queue(crash_store, 20)
+    crashing = await start_serve(serve_env(db_dsn, emulator, BATCHLEDGER_FAULTS=point))
+    async with asyncio.timeout(60):
+        code = await crashing.wait()
+    assert code == FAULT_EXIT_CODE, (await crashing.stderr.read()).decode()[-2000:]  # type: ignore[union-attr]
+    restarted = await start_serve(serve_env(db_dsn, emulator))
+    try:
+        await wait_all_complete(crash_store, 20, 60)
+    finally:
+        await stop(restarted)
+    await assert_batched_once_and_no_duplicate_openai_batch(crash_store, emulator, 20)
+
+
+@pytest.mark.slow
+async def test_two_serve_processes_on_one_database_batch_every_request_once(
+    db_dsn: str, emulator: Running, crash_store: EventStore
+) -> None:
+    n = 5_000
+    await queue(crash_store, n)
+    env = serve_env(db_dsn, emulator, BATCH_MAX_REQUESTS="500")
+    procs = [await start_serve(env), await start_serve(env)]
+    try:
+        await wait_all_complete(crash_store, n, 180)
+    finally:
+        for p in procs:
+            await stop(p)
+    await assert_batched_once_and_no_duplicate_openai_batch(crash_store, emulator, n)
