@@ -1,4 +1,4 @@
-"""Real `batchledger serve` processes: killed at every step boundary, and two sharing one database."""
+"""Real `batchledger serve` processes: killed at each step boundary; two sharing one database."""
 
 from __future__ import annotations
 
@@ -109,12 +109,14 @@ async def assert_batched_once_and_no_duplicate_openai_batch(
     store: EventStore, emulator: Running, n: int
 ) -> None:
     per_request = await store.pool.fetch(
-        "SELECT stream_id, count(*) AS n FROM events WHERE event_type = 'RequestBatched' GROUP BY stream_id"
+        "SELECT stream_id, count(*) AS n FROM events"
+        " WHERE event_type = 'RequestBatched' GROUP BY stream_id"
     )
     assert len(per_request) == n
     assert {r["n"] for r in per_request} == {1}, "a request was put in two batches"
     completed = await store.pool.fetch(
-        "SELECT stream_id, count(*) AS n FROM events WHERE event_type = 'RequestCompleted' GROUP BY stream_id"
+        "SELECT stream_id, count(*) AS n FROM events"
+        " WHERE event_type = 'RequestCompleted' GROUP BY stream_id"
     )
     assert len(completed) == n
     assert {r["n"] for r in completed} == {1}

@@ -195,7 +195,7 @@ async def test_token_limit_is_retried_until_attempts_run_out(
     assert await rt.store.pool.fetchval("SELECT count(*) FROM batches WHERE status = 'FAILED'") == 3
 
 
-async def test_completed_batch_with_only_an_error_file_retries_then_fails_and_admin_requeue_recovers(
+async def test_only_an_error_file_retries_then_fails_and_an_admin_requeue_recovers(
     runtime: MakeRuntime, emulator: Running
 ) -> None:
     await emulator.knobs(line_failure_rate=1.0)
@@ -249,7 +249,8 @@ async def test_requests_without_any_line_fail_as_missing_and_are_retried(
     await emulator.knobs(omitted_lines=0)
     await settle(rt)
     missing = await rt.store.pool.fetch(
-        "SELECT data->>'request_id' AS r FROM events WHERE event_type = 'RequestFailed' AND data->>'code' = 'missing'"
+        "SELECT data->>'request_id' AS r FROM events"
+        " WHERE event_type = 'RequestFailed' AND data->>'code' = 'missing'"
     )
     assert len(missing) == 2
     assert {r["status"] for r in (await rows(rt)).values()} == {"PROCESSING_COMPLETE"}
