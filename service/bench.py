@@ -314,6 +314,81 @@ async def read_latency(b: Bench) -> list[Result]:
     ]
 
 
+async def _start_emulator() -> tuple[asyncio.subprocess.Process, str]:
+    """A zero-latency emulator in its own process (it gets the second core)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "emulator",
+        "--port",
+        str(port),
+        "--validating-seconds",
+        "0",
+        "--in-progress-seconds",
+        "0",
+        "--finalizing-seconds",
+        "0",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc, url
+        except OSError:
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the emulator did not start")
+
+
+@suite("pipeline")
+async def pipeline(b: Bench) -> list[Result]:
+    """Seconds for 100,000 pending requests to reach PROCESSED through the emulator."""
+    from projections import queries
+    from service.config import Settings
+    from service.runtime import Runtime
+    from service.synthetic import TRANSCRIPT, aggregates, queue_many
+
+    n = b.size(100_000, 10_000)
+    proc, url = await _start_emulator()
+    try:
+        settings = Settings(
+            openai_base_url=f"{url}/v1",
+            openai_api_key="sk-bench",
+            batch_creation_interval_seconds=0,
+            batch_polling_interval_seconds=0,
+        )
+        rt = await Runtime.open(settings, b.store.dsn)
+        agg = aggregates(b.store)
+        for start in range(0, n, 10_000):
+            await queue_many(
+                agg, min(10_000, n - start), prefix=f"p{start}-", transcript=TRANSCRIPT
+            )
+        await rt.catch_up()
+        t = time.perf_counter()
+        await rt.run_until_idle()
+        seconds = time.perf_counter() - t
+        done = (await queries.summary(b.store.pool))["processing_complete"]
+        await rt.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
+    if done != n:
+        raise RuntimeError(f"only {done} of {n} requests completed")
+    return [
+        Result("pipeline_seconds", seconds, "s"),
+        Result("pipeline_rate", n / seconds, "requests/s"),
+    ]
+
+
 async def _scratch_database(admin_dsn: str, name: str) -> str:
     from service.dsn import with_database
 

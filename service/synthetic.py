@@ -36,6 +36,11 @@ ANALYSIS = {
     "summary": "Asked about a shift.",
 }
 SYSTEM = Actor("scheduler")
+TRANSCRIPT = (
+    "[01.10.2026 09:00:00] User: Hi, my shift on Friday was changed but nobody told me. Why?\n"
+    "[01.10.2026 09:00:40] Assistant: Sorry about that. The schedule was updated on Tuesday.\n"
+    "[01.10.2026 09:01:30] User: Ok. Can I swap it with a colleague? Thanks for the help."
+)
 
 
 def aggregates(store: EventStore) -> Aggregates:
@@ -48,14 +53,24 @@ def aggregates(store: EventStore) -> Aggregates:
 
 
 async def queue_many(
-    agg: Aggregates, n: int, *, company: str = "acme", model: str = "gpt-4o-mini", prefix: str = "r"
+    agg: Aggregates,
+    n: int,
+    *,
+    company: str = "acme",
+    model: str = "gpt-4o-mini",
+    prefix: str = "r",
+    transcript: str = "t",
 ) -> list[str]:
     """Queue n requests in one append."""
     ids = [f"{prefix}{i}" for i in range(n)]
     appends = []
     for rid in ids:
         cmd = QueueRequest(
-            request_id=rid, company_id=company, session_id=f"s-{rid}", model=model, transcript="t"
+            request_id=rid,
+            company_id=company,
+            session_id=f"s-{rid}",
+            model=model,
+            transcript=transcript,
         )
         appends.append(
             StreamAppend(
