@@ -159,6 +159,31 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    """Create, list or revoke admin API tokens."""
+    from service.token_commands import run_tokens
+
+    return asyncio.run(run_tokens(_database_url(args, settings), args))
+
+
+def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "tokens",
+        help="create, list or revoke admin API tokens",
+        description="Tokens are 256-bit random secrets, printed once at creation and stored only "
+        "as hashes. Roles: support (read) < admin (requeue, enqueue, cancel) < superadmin.",
+    )
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = tsub.add_parser("create", help="create a token and print it once")
+    c.add_argument("--name", required=True, help="unique name, recorded as the actor of writes")
+    c.add_argument("--role", required=True, choices=["support", "admin", "superadmin"])
+    tsub.add_parser("list", help="list tokens (names, roles, dates; never secrets)")
+    r = tsub.add_parser("revoke", help="revoke a token by name, effective at once")
+    r.add_argument("name")
+    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+    p.set_defaults(handler=cmd_tokens)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -185,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench)
 
     _add_emulator_parser(sub)
+    _add_tokens_parser(sub)
 
     p = sub.add_parser(
         "serve",

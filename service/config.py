@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     log_level: str = "INFO"
     log_format: str = "json"
+    api_rate_limit_per_minute: int = 600
+    api_auth_failures_per_minute: int = 20
+    api_trusted_proxies: str = ""
+    sse_heartbeat_seconds: float = 15.0
     model_prices: dict[str, tuple[float, float]] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
@@ -108,6 +112,15 @@ def _prices(raw: str) -> dict[str, tuple[float, float]]:
         raise ValueError(f'must be JSON like {{"gpt-4o-mini": [0.15, 0.6]}} ({exc})') from None
 
 
+def _networks(raw: str) -> str:
+    import ipaddress
+
+    for part in raw.split(","):
+        if part.strip():
+            ipaddress.ip_network(part.strip(), strict=False)
+    return raw
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": _url,
     "OPENAI_API_KEY": _nonempty,
@@ -127,6 +140,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_LEVEL": _upper_choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "LOG_FORMAT": _choice("json", "console"),
     "MODEL_PRICES": _prices,
+    "API_RATE_LIMIT_PER_MINUTE": _int(1, 1_000_000),
+    "API_AUTH_FAILURES_PER_MINUTE": _int(1, 1_000_000),
+    "API_TRUSTED_PROXIES": _networks,
+    "SSE_HEARTBEAT_SECONDS": _seconds,
 }
 
 

@@ -6,7 +6,7 @@ import asyncpg
 
 from eventstore import Migration, apply_migrations, load_migrations, pending_migrations
 
-MIGRATION_PACKAGES = ("eventstore", "projections")
+MIGRATION_PACKAGES = ("eventstore", "projections", "service")
 
 
 def all_migrations() -> list[Migration]:

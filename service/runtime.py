@@ -16,6 +16,7 @@ from service.aggregates import Actor, Aggregates
 from service.config import Settings
 from service.ids import uuid7
 from service.logs import get_logger
+from service.metrics import Metrics
 from service.pipeline.creator import BatchCreator
 from service.pipeline.gateway import OpenAIGateway, make_client
 from service.pipeline.ingest import Ingestion
@@ -58,12 +59,15 @@ class Runtime:
     creator: BatchCreator = field(init=False)
     poller: BatchPoller = field(init=False)
     runners: list[ProjectionRunner] = field(init=False)
+    metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         log = get_logger("pipeline")
+        self.metrics = Metrics()
         self.aggregates = Aggregates(self.store, clock=utc_now, new_id=uuid7)
         self.gateway = OpenAIGateway(self.client)
+        self.metrics.error_source = self.gateway.errors
         self.ingestion = Ingestion(
             self.aggregates,
             self.gateway,
@@ -85,6 +89,7 @@ class Runtime:
             self.ingestion,
             actor=POLLER,
             log=log.bind(scheduler="batch-poller"),
+            metrics=self.metrics,
         )
         self.runners = [ProjectionRunner(self.store, p) for p in all_projections().values()]
 

@@ -31,6 +31,10 @@ async def serve(
         jobs += [runner.run(stop) for runner in runtime.runners]
     if schedulers:
         jobs += [s.run(stop) for s in runtime.schedulers()]
+    if api:
+        from service.api.server import run_api
+
+        jobs.append(run_api(runtime, settings, stop))
     log.info("serve.started", schedulers=schedulers, projections=projections, api=api)
     try:
         await asyncio.gather(*jobs)

@@ -8,6 +8,7 @@ from typing import Any
 from projections import queries
 from service import faults
 from service.aggregates import Actor, Aggregates
+from service.metrics import Metrics
 from service.pipeline.gateway import OpenAIGateway, PermanentError, TransientError
 from service.pipeline.ingest import Ingestion
 from statemachine.commands import ObserveStatus
@@ -27,7 +28,9 @@ class BatchPoller:
         *,
         actor: Actor,
         log: Any,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.aggregates = aggregates
         self.gateway = gateway
         self.ingestion = ingestion
@@ -61,6 +64,8 @@ class BatchPoller:
             log.warning("batch.poll_failed", reason=str(exc)[:300])
             return 0
         self.last_poll_seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.poll_seconds.observe(self.last_poll_seconds)
         counts = seen.request_counts
         errors = (
             [
@@ -107,6 +112,8 @@ class BatchPoller:
             result = await self.ingestion.ingest(bid)
             if result is not None:
                 self.last_ingest_seconds = result.seconds
+                if self.metrics is not None:
+                    self.metrics.ingest_seconds.observe(result.seconds)
                 log.info(
                     "batch.ingested",
                     completed=result.completed,

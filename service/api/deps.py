@@ -1,0 +1,35 @@
+"""What handlers need, wired once by create_app and kept under one AppKey."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from eventstore import EventStore
+from service.aggregates import Aggregates
+from service.api.cursor import Cursors
+from service.api.ratelimit import RateLimiter
+from service.metrics import Metrics
+from service.pipeline.gateway import OpenAIGateway
+
+
+@dataclass
+class Deps:
+    """The API's collaborators."""
+
+    store: EventStore
+    aggregates: Aggregates
+    gateway: OpenAIGateway
+    metrics: Metrics
+    cursors: Cursors
+    token_limiter: RateLimiter
+    auth_failure_limiter: RateLimiter
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    default_model: str
+    heartbeat_seconds: float
+    log: object
+
+
+DEPS = web.AppKey("deps", Deps)

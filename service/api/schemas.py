@@ -1,0 +1,322 @@
+"""Typed shapes of the admin API: query strings, bodies and responses (JSON keys in camelCase)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+Limit500 = Annotated[int, msgspec.Meta(ge=1, le=500)]
+Limit1000 = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+RequestStatus = Literal[
+    "pending_batching", "batching_in_progress", "processing_complete", "processing_failed"
+]
+BatchStatus = Literal[
+    "pending",
+    "uploading",
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "processed",
+    "failed",
+    "cancelled",
+    "cancelling",
+    "expired",
+]
+
+
+class Query(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Base of query-string shapes: unknown parameters are refused."""
+
+
+class SummaryQuery(Query):
+    """GET /summary."""
+
+    company_id: Id | None = None
+
+
+class RequestsQuery(Query):
+    """GET /requests."""
+
+    status: RequestStatus
+    limit: Limit500 = 50
+    cursor: Cursor | None = None
+    company_id: Id | None = None
+    batch_id: Id | None = None
+
+
+class BatchesQuery(Query):
+    """GET /batches."""
+
+    status: BatchStatus | None = None
+    limit: Limit500 = 50
+    cursor: Cursor | None = None
+
+
+class EventsQuery(Query):
+    """GET /events and /events/stream."""
+
+    after: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
+    limit: Limit1000 = 100
+    type: Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[A-Za-z0-9,]+$")] | None = None
+    category: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[a-z0-9,]+$")] | None = None
+
+
+class NoQuery(Query):
+    """Routes that take no query parameters."""
+
+
+class RequeueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """POST /requests/requeue."""
+
+    request_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One message of a session submitted directly."""
+
+    role: Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[^:\n]+$")]
+    content: Annotated[str, msgspec.Meta(max_length=20_000)]
+    at: datetime | None = None
+
+
+class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """POST /requests: a transcript in the LiveDash format, or messages."""
+
+    company_id: Id
+    session_id: Id
+    transcript: Annotated[str, msgspec.Meta(min_length=1, max_length=500_000)] | None = None
+    messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    model: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
+        | None
+    ) = None
+
+
+class Response(msgspec.Struct, rename="camel"):
+    """Base of success bodies."""
+
+    ok: bool = True
+
+
+class Summary(msgspec.Struct):
+    """Requests per status; every key always present (the seed's shape)."""
+
+    pending_batching: int
+    batching_in_progress: int
+    processing_complete: int
+    processing_failed: int
+
+
+class SummaryResponse(Response):
+    """GET /summary."""
+
+    summary: Summary = msgspec.field(default_factory=lambda: Summary(0, 0, 0, 0))
+
+
+class ErrorInfo(msgspec.Struct):
+    """The last error of a request."""
+
+    code: str
+    message: str | None
+
+
+class RequestItem(msgspec.Struct, rename="camel"):
+    """A request in a list."""
+
+    id: str
+    session_id: str
+    company_id: str
+    model: str
+    status: str
+    batch_id: str | None
+    attempts: int
+    last_error: ErrorInfo | None
+    total_tokens: int
+    cost_micro_usd: int
+    queued_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class RequestsResponse(Response):
+    """GET /requests."""
+
+    requests: list[RequestItem] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class Analysis(msgspec.Struct, rename="camel"):
+    """The stored analysis of a session."""
+
+    language: str
+    sentiment: str
+    escalated: bool
+    forwarded_hr: bool
+    category: str
+    questions: list[str]
+    summary: str
+    analysed_at: datetime
+
+
+class UsageOut(msgspec.Struct, rename="camel"):
+    """Tokens a request used."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RequestDetail(RequestItem):
+    """One request with its analysis, usage and cost."""
+
+    source: str
+    usage: UsageOut
+    analysis: Analysis | None
+
+
+class RequestResponse(Response):
+    """GET /requests/{id}."""
+
+    request: RequestDetail | None = None
+
+
+class HistoryEntry(msgspec.Struct, rename="camel"):
+    """One event of a stream: the audit trail."""
+
+    position: int
+    version: int
+    type: str
+    occurred_at: datetime
+    actor: str
+    correlation_id: str | None
+    data: msgspec.Raw
+
+
+class HistoryResponse(Response):
+    """GET /requests/{id}/history and /batches/{id}/history."""
+
+    id: str = ""
+    history: list[HistoryEntry] = msgspec.field(default_factory=list)
+
+
+class RequeueResponse(Response):
+    """POST /requests/requeue (the seed's keys plus skippedCount)."""
+
+    requeued_count: int = 0
+    not_found_count: int = 0
+    skipped_count: int = 0
+
+
+class EnqueueResponse(Response):
+    """POST /requests."""
+
+    request_id: str = ""
+    created: bool = False
+
+
+class Counts(msgspec.Struct):
+    """OpenAI's request counts."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+class Outcome(msgspec.Struct, rename="camel"):
+    """What ingestion found."""
+
+    completed: int
+    failed: int
+    missing: int
+    rejected_lines: int
+
+
+class BatchItem(msgspec.Struct, rename="camel"):
+    """A batch with its OpenAI ids, status, counts and timeline."""
+
+    id: str
+    company_id: str
+    model: str
+    status: str
+    request_count: int
+    openai_batch_id: str | None
+    openai_status: str | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    request_counts: Counts
+    outcome: Outcome
+    last_error: str | None
+    planned_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    processed_at: datetime | None
+    updated_at: datetime
+
+
+class BatchesResponse(Response):
+    """GET /batches."""
+
+    batches: list[BatchItem] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class BatchResponse(Response):
+    """GET /batches/{id}."""
+
+    batch: BatchItem | None = None
+
+
+class CancelResponse(Response):
+    """POST /batches/{id}/cancel."""
+
+    batch_id: str = ""
+    status: str = "cancelling"
+
+
+class EventItem(msgspec.Struct, rename="camel"):
+    """An event of the global feed."""
+
+    position: int
+    stream_id: str
+    version: int
+    id: str
+    type: str
+    occurred_at: datetime
+    actor: str
+    correlation_id: str | None
+    causation_id: str | None
+    data: msgspec.Raw
+
+
+class EventsResponse(Response):
+    """GET /events."""
+
+    events: list[EventItem] = msgspec.field(default_factory=list)
+    next_after: int = 0
+
+
+class ErrorBody(msgspec.Struct):
+    """code and message of an error."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(msgspec.Struct):
+    """Every error: ok false, with a code and a message."""
+
+    error: ErrorBody
+    ok: bool = False
+
+
+class Health(msgspec.Struct):
+    """GET /healthz and /readyz."""
+
+    ok: bool
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

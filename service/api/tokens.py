@@ -1,0 +1,92 @@
+"""Bearer tokens: 256-bit secrets, stored as SHA-256 hashes, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import IntEnum
+
+import asyncpg
+
+
+class Role(IntEnum):
+    """Roles in rising order of power."""
+
+    support = 1
+    admin = 2
+    superadmin = 3
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a valid token belongs to."""
+
+    token_id: str
+    name: str
+    role: Role
+
+
+class TokenError(ValueError):
+    """A token command that cannot be carried out."""
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != "bl" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+async def create_token(conn: asyncpg.Pool | asyncpg.Connection, name: str, role: Role) -> str:
+    """A new token for `name`; the only time its full value exists outside the client."""
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)  # 256-bit secret
+    try:
+        await conn.execute(
+            "INSERT INTO api_tokens (token_id, name, role, secret_hash) VALUES ($1, $2, $3, $4)",
+            token_id,
+            name,
+            role.name,
+            _hash(secret),
+        )
+    except asyncpg.UniqueViolationError:
+        raise TokenError(f"a token named {name!r} exists; revoke it or pick another name") from None
+    return f"bl_{token_id}_{secret}"
+
+
+async def revoke_token(conn: asyncpg.Pool | asyncpg.Connection, name: str) -> bool:
+    """Revoke by name; False when no active token has that name."""
+    done = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL", name
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def list_tokens(conn: asyncpg.Pool | asyncpg.Connection) -> list[dict[str, object]]:
+    """Every token's name, role and dates; never a secret or a hash."""
+    rows = await conn.fetch(
+        "SELECT name, role, created_at, revoked_at FROM api_tokens ORDER BY created_at"
+    )
+    return [dict(r) for r in rows]
+
+
+async def verify(conn: asyncpg.Pool | asyncpg.Connection, token: str) -> Principal | None:
+    """The principal of an active token, else None (unknown, malformed, wrong or revoked)."""
+    parts = _split(token)
+    if parts is None:
+        return None
+    token_id, secret = parts
+    row = await conn.fetchrow(
+        "SELECT name, role, secret_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
+        token_id,
+    )
+    expected = row["secret_hash"] if row else _hash("")  # same work when the id is unknown
+    matches = hmac.compare_digest(_hash(secret), expected)
+    if row is None or not matches:
+        return None
+    return Principal(token_id, row["name"], Role[row["role"]])
