@@ -113,3 +113,6 @@ async def client(emulator: Running) -> AsyncIterator[openai.AsyncOpenAI]:
     )
     yield c
     await c.close()
+
+
+pytest_plugins = ["tests.integration.api_fixtures"]

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.api.deps import DEPS, Deps
+from service.api.deps import DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.api.errors import ApiError, make_error_middleware
 from service.api.ratelimit import client_address
 from service.api.routes import ROUTES, route_for
@@ -21,12 +21,12 @@ MAX_BODY_BYTES = 1024 * 1024
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id, echoed in X-Request-Id and recorded as correlation id."""
     incoming = request.headers.get("X-Request-Id", "")
-    request["request_id"] = (
+    request[REQUEST_ID] = (
         incoming if 0 < len(incoming) <= 100 and incoming.isprintable() else secrets.token_hex(8)
     )
     response = await handler(request)
     if not response.prepared:
-        response.headers["X-Request-Id"] = request["request_id"]
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
     return response
 
 
@@ -62,7 +62,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise ApiError(
             429, "rate_limited", "too many requests for this token", {"Retry-After": str(wait)}
         )
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     return await handler(request)
 
 

@@ -11,6 +11,7 @@ from eventstore import EventStore
 from service.aggregates import Aggregates
 from service.api.cursor import Cursors
 from service.api.ratelimit import RateLimiter
+from service.api.tokens import Principal
 from service.metrics import Metrics
 from service.pipeline.gateway import OpenAIGateway
 
@@ -33,3 +34,5 @@ class Deps:
 
 
 DEPS = web.AppKey("deps", Deps)
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)

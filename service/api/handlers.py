@@ -13,7 +13,7 @@ from eventstore import ConcurrencyError, RecordedEvent
 from projections import queries
 from service.aggregates import Actor
 from service.api import schemas as s
-from service.api.deps import DEPS, Deps
+from service.api.deps import DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.api.errors import ApiError
 from service.api.io import parse_body, parse_query, respond
 from service.api.tokens import Principal
@@ -35,8 +35,8 @@ def deps(request: web.Request) -> Deps:
 
 def actor(request: web.Request) -> Actor:
     """The calling token's name, recorded on every event a write appends."""
-    principal: Principal = request["principal"]
-    return Actor(principal.name, correlation_id=request.get("request_id"))
+    principal: Principal = request[PRINCIPAL]
+    return Actor(principal.name, correlation_id=request.get(REQUEST_ID))
 
 
 def _request_item(

@@ -64,6 +64,11 @@ def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]
         },
         "security": [{"bearerAuth": []}] if route.role is not None else [],
     }
+    for status in route.also:
+        op["responses"][str(status)] = {
+            "description": _DESCRIPTIONS[status],
+            "content": _content(route, refs),
+        }
     if route.role is not None:
         op["description"] = f"Role: {route.role.name} or higher."
     for status in sorted(statuses):

@@ -37,6 +37,7 @@ class Route:
     status: int = 200
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    also: tuple[int, ...] = ()  # other success statuses with the same body
 
 
 ROUTES: tuple[Route, ...] = (
@@ -83,6 +84,7 @@ ROUTES: tuple[Route, ...] = (
         s.EnqueueBody,
         s.EnqueueResponse,
         status=201,
+        also=(200,),
         errors=(400, 413, 415),
     ),
     Route(

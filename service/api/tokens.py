@@ -37,7 +37,7 @@ def _hash(secret: str) -> str:
 
 
 def _split(token: str) -> tuple[str, str] | None:
-    parts = token.split("_")
+    parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "bl" or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
