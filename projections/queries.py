@@ -28,6 +28,22 @@ _REQUEST_LIST_COLUMNS = (
 )
 
 
+def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause naming only the filters given.
+
+    Optional filters written as `($n IS NULL OR col = $n)` get a generic plan that
+    cannot use the keyset index; one statement per filter combination keeps it.
+    """
+    clauses, args = [], []
+    for column, value in filters.items():
+        if value is None:
+            continue
+        args.append(value)
+        op = ">" if column == "seq" else "="
+        clauses.append(f"{column} {op} ${len(args)}")
+    return " AND ".join(clauses) or "TRUE", args
+
+
 async def requests_page(
     pool: Pool,
     status: str,
@@ -38,14 +54,17 @@ async def requests_page(
     batch_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A keyset page of requests in one status, oldest first; and the seq to continue after."""
+    filters = {
+        "company_id": company_id,
+        "batch_id": batch_id,
+        "status": status,
+        "seq": after_seq or 0,
+    }
+    where, args = _where(filters)
     rows = await pool.fetch(
-        f"SELECT {_REQUEST_LIST_COLUMNS} FROM requests WHERE status = $1 AND seq > $2"
-        " AND ($3::text IS NULL OR company_id = $3) AND ($4::text IS NULL OR batch_id = $4)"
-        " ORDER BY seq LIMIT $5",
-        status,
-        after_seq or 0,
-        company_id,
-        batch_id,
+        f"SELECT {_REQUEST_LIST_COLUMNS} FROM requests WHERE {where}"
+        f" ORDER BY seq LIMIT ${len(args) + 1}",
+        *args,
         limit + 1,
     )
     page = [dict(r) for r in rows[:limit]]
@@ -75,12 +94,9 @@ async def batches_page(
     pool: Pool, limit: int, *, status: str | None = None, after_seq: int | None = None
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A keyset page of batches, oldest first."""
+    where, args = _where({"status": status, "seq": after_seq or 0})
     rows = await pool.fetch(
-        "SELECT * FROM batches WHERE seq > $1 AND ($2::text IS NULL OR status = $2)"
-        " ORDER BY seq LIMIT $3",
-        after_seq or 0,
-        status,
-        limit + 1,
+        f"SELECT * FROM batches WHERE {where} ORDER BY seq LIMIT ${len(args) + 1}", *args, limit + 1
     )
     page = [dict(r) for r in rows[:limit]]
     return page, (page[-1]["seq"] if len(rows) > limit else None)

@@ -389,6 +389,97 @@ async def pipeline(b: Bench) -> list[Result]:
     ]
 
 
+async def _load(
+    url: str, headers: dict[str, str], seconds: float, concurrency: int
+) -> tuple[float, float]:
+    """requests/s and p99 ms of GETs on `url` from `concurrency` clients for `seconds`."""
+    import aiohttp
+
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                async with session.get(url) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url} answered {r.status}")
+                samples.append((time.perf_counter() - t) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(samples) / elapsed, _percentiles(samples)[1]
+
+
+@suite("api")
+async def api_load(b: Bench) -> list[Result]:
+    """requests/s and p99 of summary and a requests page under load, 1,000,000 requests stored."""
+    from service.api.tokens import Role, create_token
+
+    n = b.size(1_000_000, 100_000)
+    async with b.store.pool.acquire() as conn:
+        await conn.execute(_FILL_REQUESTS, n)
+        await conn.execute(
+            "INSERT INTO request_status_counts"
+            " SELECT company_id, status, count(*) FROM requests GROUP BY 1, 2"
+        )
+        await conn.execute("ANALYZE requests")
+    token = await create_token(b.store.pool, "bench", Role.support)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": b.store.dsn,
+        "PORT": str(port),
+        "LOG_LEVEL": "ERROR",
+        "API_RATE_LIMIT_PER_MINUTE": "1000000",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--no-schedulers",
+        "--no-projections",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    seconds, concurrency = (3.0, 16) if b.quick else (10.0, 32)
+    try:
+        for _ in range(200):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        health_rps, health_p99 = await _load(f"{base}/healthz", {}, seconds, concurrency)
+        sum_rps, sum_p99 = await _load(
+            f"{base}/api/admin/legacy/summary", headers, seconds, concurrency
+        )
+        page = f"{base}/api/admin/legacy/requests?status=processing_failed&limit=50"
+        page_rps, page_p99 = await _load(page, headers, seconds, concurrency)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return [
+        with_baseline("api_summary_rps", sum_rps, "req/s", "healthz_rps", health_rps),
+        with_baseline("api_summary_p99", sum_p99, "ms", "healthz_p99", health_p99),
+        with_baseline("api_requests_page_rps", page_rps, "req/s", "healthz_rps", health_rps),
+        with_baseline("api_requests_page_p99", page_p99, "ms", "healthz_p99", health_p99),
+    ]
+
+
 async def _scratch_database(admin_dsn: str, name: str) -> str:
     from service.dsn import with_database
 
