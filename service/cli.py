@@ -9,15 +9,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from service.config import ConfigError, Settings, load_settings
-
-DEFAULT_LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from service.embedded import EmbeddedUnavailable
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _database_url(args: argparse.Namespace, settings: Settings) -> str:
     url = getattr(args, "database_url", None) or settings.database_url
-    return url or DEFAULT_LOCAL_DSN
+    if url:
+        return str(url)
+    from service.embedded import embedded_dsn
+
+    return embedded_dsn(settings.data_dir)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,8 +100,8 @@ def _add_emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         description="Knobs set here can be changed at run time with POST /_emulator/knobs "
         "(see docs/emulator.md).",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8089, help="port to listen on")
     p.add_argument("--validating-seconds", type=float, default=1.0, help="time in validating")
     p.add_argument("--in-progress-seconds", type=float, default=2.0, help="time in in_progress")
     p.add_argument("--finalizing-seconds", type=float, default=1.0, help="time in finalizing")
@@ -184,6 +187,15 @@ def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(handler=cmd_tokens)
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the whole system on the shipped sample."""
+    from service.demo import demo
+
+    return asyncio.run(
+        demo(settings, _database_url(args, settings), exit_when_done=args.exit_when_done)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -211,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_emulator_parser(sub)
     _add_tokens_parser(sub)
+
+    p = sub.add_parser(
+        "demo",
+        help="run everything on the shipped sample: emulator, pipeline, admin API",
+        description="With no DATABASE_URL, starts an embedded PostgreSQL (BATCHLEDGER_DATA_DIR). "
+        "Starts the emulator, imports service/samples/sessions.csv, runs the pipeline to the "
+        "end, prints the summary, an admin token and curl lines, and keeps serving until Ctrl-C.",
+    )
+    p.add_argument("--exit-when-done", action="store_true", help="exit after printing the result")
+    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL, else embedded)")
+    p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser(
         "serve",
@@ -270,7 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchledger: configuration error: {exc}", file=sys.stderr)
         return 2
     handler: Handler = args.handler
-    return handler(args, settings)
+    try:
+        return handler(args, settings)
+    except EmbeddedUnavailable as exc:
+        print(f"batchledger: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

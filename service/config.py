@@ -23,6 +23,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything configurable, with the defaults documented in .env.example."""
 
     database_url: str | None = None
+    data_dir: str | None = None
     openai_api_key: str = "sk-emulator"
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
@@ -123,6 +124,7 @@ def _networks(raw: str) -> str:
 
 PARSERS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": _url,
+    "BATCHLEDGER_DATA_DIR": _nonempty,
     "OPENAI_API_KEY": _nonempty,
     "OPENAI_BASE_URL": _url,
     "OPENAI_MODEL": _nonempty,
@@ -147,6 +149,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+_FIELD = {"BATCHLEDGER_DATA_DIR": "data_dir"}
 _SECRETS = {"OPENAI_API_KEY", "DATABASE_URL"}  # a DSN may carry a password
 
 
@@ -158,7 +161,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if raw == "":
             continue
         try:
-            values[name.lower()] = parse(raw)
+            values[_FIELD.get(name, name.lower())] = parse(raw)
         except ValueError as exc:
             shown = "***" if name in _SECRETS else repr(raw)
             raise ConfigError(f"{name}={shown} is invalid: {exc}") from None

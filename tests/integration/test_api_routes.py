@@ -363,3 +363,32 @@ async def test_cancel_answers_503_with_retry_after_when_openai_fails_and_records
     assert (await r.json())["error"]["code"] == "openai_unavailable"
     types = [e.type for e in await api.runtime.store.read_stream(f"batch-{bid}")]
     assert "BatchCancelRequested" not in types
+
+
+async def test_metrics_move_as_the_pipeline_runs(api: Api) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape() -> dict[str, float]:
+        r = await api.client.get("/metrics", headers=api.auth("support"))
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(await r.text()):
+            for sample in family.samples:
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "le")
+                if "le" not in sample.labels:
+                    values[f"{sample.name}{{{label}}}"] = sample.value
+        return values
+
+    before = await scrape()
+    await queue_many(aggregates(api.runtime.store), 5, transcript=TRANSCRIPT)
+    async with asyncio.timeout(30):
+        await api.runtime.run_until_idle()
+    after = await scrape()
+    assert before.get("batchledger_requests{status=processing_complete}", 0) == 0
+    assert after["batchledger_requests{status=processing_complete}"] == 5
+    assert after["batchledger_batches{status=processed}"] == 1
+    assert (
+        after["batchledger_events_appended_total{}"] > before["batchledger_events_appended_total{}"]
+    )
+    assert after["batchledger_poll_seconds_count{}"] > before["batchledger_poll_seconds_count{}"]
+    assert after["batchledger_ingest_seconds_count{}"] == 1
+    assert after["batchledger_projection_lag_events{projection=requests}"] == 0

@@ -1,0 +1,78 @@
+"""The command line: every command documents itself; bad configuration stops it, naming the variable."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from service.cli import build_parser, main
+
+COMMANDS = [
+    "migrate",
+    "bench",
+    "docs",
+    "emulator",
+    "tokens",
+    "import",
+    "serve",
+    "projections",
+    "demo",
+]
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def test_every_command_of_design_section_8_exists_with_help_text() -> None:
+    parser = build_parser()
+    found = subcommands(parser)
+    assert set(COMMANDS) <= set(found)
+    helps = {a.dest: a.help for a in subcommands_action(parser)._choices_actions}
+    for name in found:
+        assert helps.get(name), f"{name} has no help line"
+
+
+def subcommands_action(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_command_prints_and_exits_zero(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"batchledger {command}" in out
+    assert len(out.splitlines()) >= 3
+
+
+def test_every_option_has_help() -> None:
+    for name, sub in subcommands(build_parser()).items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BATCH_MAX_REQUESTS", "60000"),
+        ("LOG_FORMAT", "yaml"),
+        ("PORT", "http"),
+        ("REQUEST_MAX_ATTEMPTS", "-2"),
+    ],
+)
+def test_invalid_configuration_stops_the_command_naming_the_variable(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert name in err and "configuration error" in err
