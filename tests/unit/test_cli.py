@@ -1,4 +1,4 @@
-"""The command line: every command documents itself; bad configuration stops it, naming the variable."""
+"""The command line: every command documents itself; bad configuration stops it by name."""
 
 from __future__ import annotations
 
@@ -75,4 +75,5 @@ def test_invalid_configuration_stops_the_command_naming_the_variable(
     monkeypatch.setenv(name, value)
     assert main(["migrate"]) == 2
     err = capsys.readouterr().err
-    assert name in err and "configuration error" in err
+    assert name in err
+    assert "configuration error" in err
