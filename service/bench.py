@@ -272,19 +272,56 @@ FROM generate_series(1, $1) g
 """
 
 
+async def _fill_requests(store: EventStore, n: int) -> None:
+    """n request rows (and their counters) straight into the projection: reads measure reads."""
+    async with store.pool.acquire() as conn:
+        await conn.execute(_FILL_REQUESTS, n)
+        await conn.execute(
+            "INSERT INTO request_status_counts"
+            " SELECT company_id, status, count(*) FROM requests GROUP BY 1, 2"
+        )
+        await conn.execute("ANALYZE requests")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _start_cli(
+    args: list[str], port: int, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """A `batchledger` subprocess, returned once it accepts connections on `port`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    for _ in range(400):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc
+        except OSError:
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"batchledger {args[0]} did not start")
+
+
 @suite("read_latency")
 async def read_latency(b: Bench) -> list[Result]:
     """p50/p99 ms of the summary and a first page of requests with 1,000,000 requests stored."""
     from projections import queries
 
-    n = b.size(1_000_000, 100_000)
-    async with b.store.pool.acquire() as conn:
-        await conn.execute(_FILL_REQUESTS, n)
-        await conn.execute(
-            "INSERT INTO request_status_counts SELECT company_id, status, count(*) FROM requests"
-            " GROUP BY 1, 2"
-        )
-        await conn.execute("ANALYZE requests")
+    await _fill_requests(b.store, b.size(1_000_000, 100_000))
     statuses = list(queries.REQUEST_STATUSES)
 
     async def timed(
@@ -316,37 +353,10 @@ async def read_latency(b: Bench) -> list[Result]:
 
 async def _start_emulator() -> tuple[asyncio.subprocess.Process, str]:
     """A zero-latency emulator in its own process (it gets the second core)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "emulator",
-        "--port",
-        str(port),
-        "--validating-seconds",
-        "0",
-        "--in-progress-seconds",
-        "0",
-        "--finalizing-seconds",
-        "0",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, url
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the emulator did not start")
+    port = _free_port()
+    zero = ["--validating-seconds", "0", "--in-progress-seconds", "0", "--finalizing-seconds", "0"]
+    proc = await _start_cli(["emulator", "--port", str(port), *zero], port)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 @suite("pipeline")
@@ -420,49 +430,20 @@ async def api_load(b: Bench) -> list[Result]:
     """requests/s and p99 of summary and a requests page under load, 1,000,000 requests stored."""
     from service.api.tokens import Role, create_token
 
-    n = b.size(1_000_000, 100_000)
-    async with b.store.pool.acquire() as conn:
-        await conn.execute(_FILL_REQUESTS, n)
-        await conn.execute(
-            "INSERT INTO request_status_counts"
-            " SELECT company_id, status, count(*) FROM requests GROUP BY 1, 2"
-        )
-        await conn.execute("ANALYZE requests")
+    await _fill_requests(b.store, b.size(1_000_000, 100_000))
     token = await create_token(b.store.pool, "bench", Role.support)
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": b.store.dsn,
         "PORT": str(port),
         "LOG_LEVEL": "ERROR",
         "API_RATE_LIMIT_PER_MINUTE": "1000000",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--no-schedulers",
-        "--no-projections",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await _start_cli(["serve", "--no-schedulers", "--no-projections"], port, env)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     seconds, concurrency = (3.0, 16) if b.quick else (10.0, 32)
     try:
-        for _ in range(200):
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", port)
-                w.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         health_rps, health_p99 = await _load(f"{base}/healthz", {}, seconds, concurrency)
         sum_rps, sum_p99 = await _load(
             f"{base}/api/admin/legacy/summary", headers, seconds, concurrency
@@ -541,6 +522,9 @@ def main(admin_dsn: str, names: list[str], *, quick: bool, json_path: str | None
             f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITES)}", file=sys.stderr
         )
         return 2
+    from service.logs import configure
+
+    configure("WARNING", "console")  # the table goes to stdout; scheduler logs stay quiet
     results = asyncio.run(run(admin_dsn, names or list(SUITES), quick=quick))
     print(table(results))
     if json_path:

@@ -6,17 +6,13 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
-from eventstore import EventStore, StreamAppend
-from service.aggregates import Actor, Aggregates
+from eventstore import EventStore
 from service.faults import FAULT_EXIT_CODE
-from statemachine import request as request_agg
-from statemachine.commands import QueueRequest
+from service.synthetic import aggregates, queue_many
 from tests.conftest import Running
 
 TRANSCRIPT = "[01.10.2026 09:00:00] User: I am sick today, can I stay home? Thanks"
@@ -72,26 +68,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def queue(store: EventStore, n: int) -> list[str]:
-    agg = Aggregates(store, clock=lambda: datetime.now(UTC), new_id=uuid.uuid4)
-    ids = [f"r{i}" for i in range(n)]
-    appends = []
-    for rid in ids:
-        cmd = QueueRequest(
-            request_id=rid,
-            company_id="acme",
-            session_id=rid,
-            model="gpt-4o-mini",
-            transcript=TRANSCRIPT,
-        )
-        appends.append(
-            StreamAppend(
-                request_agg.stream_id(rid),
-                0,
-                agg.to_new_events(request_agg.decide(None, cmd), Actor("test")),
-            )
-        )
-    await store.append_many(appends)
-    return ids
+    return await queue_many(aggregates(store), n, transcript=TRANSCRIPT)
 
 
 async def wait_all_complete(store: EventStore, n: int, seconds: float) -> None:

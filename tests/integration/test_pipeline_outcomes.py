@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import openai
 import pytest
 
-from eventstore import StreamAppend
 from projections import queries
 from service.aggregates import Actor
 from service.config import Settings
 from service.runtime import Runtime
+from service.synthetic import aggregates, queue_many
 from statemachine import request as request_agg
-from statemachine.commands import QueueRequest, RequeueRequest
+from statemachine.commands import RequeueRequest
 from tests.conftest import Running
 
 TRANSCRIPT = "[01.10.2026 09:00:00] User: When is my next shift? Thanks!"
@@ -49,21 +49,10 @@ async def runtime(db_dsn: str, emulator: Running) -> AsyncIterator[MakeRuntime]:
 async def queue(
     rt: Runtime, n: int, *, company: str = "acme", model: str = "gpt-4o-mini", prefix: str = "r"
 ) -> list[str]:
-    ids = [f"{prefix}{i}" for i in range(n)]
-    appends = []
-    for rid in ids:
-        cmd = QueueRequest(
-            request_id=rid, company_id=company, session_id=rid, model=model, transcript=TRANSCRIPT
-        )
-        appends.append(
-            StreamAppend(
-                request_agg.stream_id(rid),
-                0,
-                rt.aggregates.to_new_events(request_agg.decide(None, cmd), Actor("test")),
-            )
-        )
-    await rt.store.append_many(appends)
-    return ids
+    agg = aggregates(rt.store)
+    return await queue_many(
+        agg, n, company=company, model=model, prefix=prefix, transcript=TRANSCRIPT
+    )
 
 
 async def settle(rt: Runtime) -> None:

@@ -63,3 +63,9 @@ def test_every_variable_is_documented_in_env_example() -> None:
         if "=" in line and not line.startswith("#")
     }
     assert documented == set(PARSERS)
+
+
+def test_every_variable_is_explained_in_docs_configuration() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [name for name in PARSERS if f"`{name}`" not in text]
+    assert missing == []
