@@ -27,6 +27,7 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     malformed_output_lines: int = 0  # extra lines of invalid JSON in each output file
     unknown_custom_id_lines: int = 0  # extra lines for custom ids the input never had
     omitted_lines: int = 0  # requests that get no line in either file (a lossy batch)
+    invalid_output_lines: int = 0  # answered requests whose content breaks the JSON schema
     enqueued_token_limit: int | None = None  # per model, over batches not yet finished
     models: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_MODELS))
     max_lines: int = 50_000

@@ -261,7 +261,8 @@ class Emulator:
             elif self.rng.random() < self.knobs.line_failure_rate:
                 err_lines.append(self._server_error_line(req["custom_id"]))
             else:
-                out_lines.append(self._answer_line(batch, req))
+                garbled = n - omitted < self.knobs.invalid_output_lines
+                out_lines.append(self._answer_line(batch, req, garbled=garbled))
         for n in range(self.knobs.unknown_custom_id_lines):
             out_lines.append(
                 self._answer_line(
@@ -289,9 +290,13 @@ class Emulator:
     def _write(self, name: str, lines: list[bytes]) -> str:
         return self.add_file(name, "batch_output", b"\n".join(lines) + b"\n").id
 
-    def _answer_line(self, batch: EmuBatch, req: dict[str, Any]) -> dict[str, Any]:
+    def _answer_line(
+        self, batch: EmuBatch, req: dict[str, Any], *, garbled: bool = False
+    ) -> dict[str, Any]:
         body = req["body"]
-        content = reply_content(body)
+        content = (
+            "I am sorry, I cannot analyse this conversation." if garbled else reply_content(body)
+        )
         p, c = prompt_tokens(body), count_tokens(content)
         batch.usage["input"] += p
         batch.usage["output"] += c

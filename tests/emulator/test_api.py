@@ -184,3 +184,21 @@ async def test_omitted_lines_knob_leaves_requests_without_any_line(
     )
     assert [x["custom_id"] for x in await lines_of(client, done.output_file_id)] == ["c"]
     assert done.error_file_id is None
+
+
+async def test_invalid_output_lines_knob_breaks_the_analysis_of_the_first_answers(
+    client: openai.AsyncOpenAI, emulator: Running
+) -> None:
+    import json
+
+    from service.analysis import InvalidAnalysis, parse_analysis
+
+    await emulator.knobs(invalid_output_lines=1)
+    done = await wait_until(client, (await submit(client, [line("a"), line("b")])).id, "completed")
+    contents = {
+        x["custom_id"]: x["response"]["body"]["choices"][0]["message"]["content"]
+        for x in await lines_of(client, done.output_file_id)
+    }
+    with pytest.raises(InvalidAnalysis):
+        parse_analysis(contents["a"])
+    assert json.loads(contents["b"])["category"]

@@ -6,6 +6,9 @@ import asyncio
 import io
 import json
 
+import pytest
+
+from service.api.routes import ROUTES
 from service.api.tokens import Role
 from service.ids import request_id
 from service.synthetic import aggregates, queue_many, run_batch
@@ -322,8 +325,6 @@ async def test_event_feed_pages_by_position_and_filters(api: Api) -> None:
 async def test_openapi_document_validates_and_lists_every_route(api: Api) -> None:
     from openapi_spec_validator import validate
 
-    from service.api.routes import ROUTES
-
     status, doc = await get(api, "/openapi.json")
     assert status == 200
     validate(doc)
@@ -392,3 +393,67 @@ async def test_metrics_move_as_the_pipeline_runs(api: Api) -> None:
     assert after["batchledger_poll_seconds_count{}"] > before["batchledger_poll_seconds_count{}"]
     assert after["batchledger_ingest_seconds_count{}"] == 1
     assert after["batchledger_projection_lag_events{projection=requests}"] == 0
+
+
+NO_QUERY_ROUTES = [
+    r for r in __import__("service.api.routes", fromlist=["ROUTES"]).ROUTES if r.query is not None
+]
+
+
+@pytest.mark.parametrize(
+    "route", NO_QUERY_ROUTES, ids=[f"{r.method} {r.path}" for r in NO_QUERY_ROUTES]
+)
+async def test_every_route_refuses_an_unknown_query_parameter_with_a_400(api: Api, route) -> None:  # type: ignore[no-untyped-def]
+    r = await api.client.request(
+        route.method,
+        route.path.replace("{id}", "x"),
+        params={"nonsense": "1"},
+        headers=api.auth("superadmin"),
+    )
+    assert r.status == 400
+    assert (await r.json())["error"]["code"] == "invalid_parameter"
+
+
+BODY_ROUTES = [
+    r for r in __import__("service.api.routes", fromlist=["ROUTES"]).ROUTES if r.body is not None
+]
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES, ids=[f"{r.method} {r.path}" for r in BODY_ROUTES])
+async def test_every_body_route_answers_413_for_a_huge_body_and_415_for_a_non_json_one(
+    api: Api, route
+) -> None:  # type: ignore[no-untyped-def]
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    huge = io.BytesIO(b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}')
+    r = await api.client.post(route.path, data=huge, headers=headers)
+    assert r.status == 413
+    r = await api.client.post(
+        route.path,
+        data=b"a=b",
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status == 415
+    r = await api.client.post(route.path, data=b'{"requestIds": ', headers=headers)
+    r = await api.client.post(route.path, data=b"{", headers=headers)
+
+
+async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from eventstore import EventStore
+    from service.api.app import create_app
+    from service.api.deps import DEPS
+
+    api: Api = await api_factory()
+    deps = api.client.server.app[DEPS]
+    unreachable = EventStore(deps.store.pool, "postgresql://postgres@127.0.0.1:1/none")
+    client = TestClient(TestServer(create_app(replace(deps, store=unreachable))))
+    await client.start_server()
+    try:
+        r = await client.get("/readyz")
+        assert r.status == 503
+        assert (await r.json())["checks"]["database"].startswith("unreachable")
+    finally:
+        await client.close()

@@ -256,3 +256,32 @@ async def test_api_errors_defer_the_step_and_lose_nothing(
     assert (await queries.summary(rt.store.pool))["processing_complete"] == 4
     assert set((await emulator_batches_per_ours(emulator)).values()) == {1}
     assert rt.gateway.errors.get(f"http_{status}", 0) == 5
+
+
+async def test_invalid_model_output_fails_the_request_as_retryable_and_the_retry_completes(
+    runtime: MakeRuntime, emulator: Running
+) -> None:
+    await emulator.knobs(invalid_output_lines=2)
+    rt = await runtime()
+    await queue(rt, 3)
+    async with asyncio.timeout(30):
+        while (
+            await rt.store.pool.fetchval(
+                "SELECT count(*) FROM events WHERE event_type = 'BatchProcessed'"
+            )
+            == 0
+        ):
+            await rt.creator.run_once()
+            await rt.catch_up()
+            await rt.poller.run_once()
+    await emulator.knobs(invalid_output_lines=0)
+    await settle(rt)
+    failures = await rt.store.pool.fetch(
+        "SELECT data->>'code' AS code, (data->>'retryable')::bool AS retryable,"
+        " data->>'message' AS message FROM events WHERE event_type = 'RequestFailed'"
+    )
+    assert [(f["code"], f["retryable"]) for f in failures] == [("invalid_output", True)] * 2
+    assert "not JSON" in failures[0]["message"]
+    final = await rows(rt)
+    assert sorted(r["attempts"] for r in final.values()) == [1, 2, 2]
+    assert {r["status"] for r in final.values()} == {"PROCESSING_COMPLETE"}
