@@ -44,6 +44,16 @@ def chunk_key(name: str) -> int:
     return (0x6271 << 32) | zlib.crc32(name.encode())
 
 
+ID_SEPARATOR = "\x1f"
+ID_LIST = "string_to_array($1, chr(31))"
+"""SQL for a list of ids sent as one string: asyncpg encodes a text[] element by element."""
+
+
+def join_ids(ids: Sequence[str]) -> str:
+    """The ids as the one parameter ID_LIST splits (ids never contain the unit separator)."""
+    return ID_SEPARATOR.join(ids)
+
+
 async def upsert(
     conn: asyncpg.Connection,
     table: str,

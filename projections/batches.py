@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import Decoded, Tables, upsert
+from projections.base import ID_LIST, Decoded, Tables, join_ids, upsert
 from statemachine.events import (
     BatchCancelRequested,
     BatchFileUploaded,
@@ -142,7 +142,8 @@ class BatchesProjection:
         table = tables["batches"]
         ids = list({getattr(ev, "batch_id", "") for _, ev in events})
         records = await conn.fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE batch_id = ANY($1::text[])", ids
+            f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE batch_id = ANY({ID_LIST})",
+            join_ids(ids),
         )
         rows: dict[str, BatchRow] = {r[0]: BatchRow(**dict(r)) for r in records}
         for recorded, event in events:

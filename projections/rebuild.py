@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -91,38 +92,66 @@ async def _rename_indexes(conn: asyncpg.Connection, table: str) -> None:
 
 async def rebuild(
     store: EventStore,
-    projection: Projection,
+    projections: Projection | Sequence[Projection],
     *,
     page_size: int = 50_000,
     progress: Progress | None = None,
     before_swap: Hook | None = None,
 ) -> int:
-    """Replay the whole log into shadows while the live tables serve; swap; returns events seen."""
-    shadows = shadow_tables(projection)
+    """Replay the log once into every projection's shadows while the live tables serve; swap.
+
+    Returns the number of events read. The next page is fetched while the current one is
+    applied, so PostgreSQL and Python work at the same time.
+    """
+    targets = [projections] if not isinstance(projections, Sequence) else list(projections)
     async with store.pool.acquire() as conn:
-        await _prepare(conn, projection)
-        shadow_cp = f"{projection.name}{SHADOW}"
-        await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", shadow_cp)
-        position, seen = 0, 0
-        head = await store.head()
-        while page := await store.read_all(position, page_size):
-            position = await apply_chunk(conn, projection, shadows, page, checkpoint_name=shadow_cp)
-            seen += len(page)
+        for p in targets:
+            await _prepare(conn, p)
+            await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", _shadow_cp(p))
+        position, seen, head = 0, 0, await store.head()
+        fetch = asyncio.ensure_future(store.read_all(0, page_size))
+        while page := await fetch:
+            fetch = asyncio.ensure_future(store.read_all(page[-1].position, page_size))
+            for p in targets:
+                await apply_chunk(conn, p, shadow_tables(p), page, checkpoint_name=_shadow_cp(p))
+            position, seen = page[-1].position, seen + len(page)
             if progress is not None:
                 progress(position, max(head, position))
-        await _build_indexes(conn, projection)
+        for p in targets:
+            await _build_indexes(conn, p)
         if before_swap is not None:
             await before_swap()
-        async with conn.transaction():
-            # Stop the live runner between chunks, catch up the last events, then swap.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", chunk_key(projection.name))
-            while page := await store.read_all(position, page_size):
-                position = await apply_chunk(
-                    conn, projection, shadows, page, checkpoint_name=shadow_cp
-                )
-                seen += len(page)
-            await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", shadow_cp)
-            await _swap(conn, projection, position)
-        for table in projection.tables:
-            await conn.execute(f"DROP TABLE IF EXISTS {table}{RETIRED}")
+        for p in targets:
+            seen += await _catch_up_and_swap(conn, store, p, position, page_size)
+        for p in targets:
+            for table in p.tables:
+                await conn.execute(f"DROP TABLE IF EXISTS {table}{RETIRED}")
+    return seen
+
+
+def _shadow_cp(projection: Projection) -> str:
+    return f"{projection.name}{SHADOW}"
+
+
+async def _catch_up_and_swap(
+    conn: asyncpg.Connection,
+    store: EventStore,
+    projection: Projection,
+    position: int,
+    page_size: int,
+) -> int:
+    """Under the chunk lock (the live runner pauses between chunks): last events, then swap."""
+    seen = 0
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", chunk_key(projection.name))
+        while page := await store.read_all(position, page_size):
+            shadows = shadow_tables(projection)
+            position = await apply_chunk(
+                conn, projection, shadows, page, checkpoint_name=_shadow_cp(projection)
+            )
+            seen += len(page)
+        await conn.execute(
+            "DELETE FROM projection_checkpoints WHERE name = $1", _shadow_cp(projection)
+        )
+        await _swap(conn, projection, position)
     return seen

@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import Decoded, Tables, upsert
+from projections.base import ID_LIST, Decoded, Tables, join_ids, upsert
 from statemachine.events import (
     RequestBatched,
     RequestCompleted,
@@ -47,6 +47,10 @@ class RequestRow(msgspec.Struct, kw_only=True, gc=False):
 
 COLUMNS = tuple(RequestRow.__struct_fields__)
 _replace = msgspec.structs.replace
+PENDING = RequestState.PENDING_BATCHING.value
+BATCHING = RequestState.BATCHING_IN_PROGRESS.value
+COMPLETE = RequestState.PROCESSING_COMPLETE.value
+FAILED = RequestState.PROCESSING_FAILED.value
 
 
 def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> RequestRow | None:
@@ -60,7 +64,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
             session_id=event.session_id,
             model=event.model,
             source=event.source,
-            status=RequestState.PENDING_BATCHING.value,
+            status=PENDING,
             queued_at=at,
             updated_at=at,
             version=ver,
@@ -71,7 +75,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
     if isinstance(event, RequestBatched):
         return _replace(
             row,
-            status=RequestState.BATCHING_IN_PROGRESS.value,
+            status=BATCHING,
             batch_id=event.batch_id,
             attempts=event.attempt,
             updated_at=at,
@@ -82,7 +86,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
         u = event.usage
         return _replace(
             row,
-            status=RequestState.PROCESSING_COMPLETE.value,
+            status=COMPLETE,
             prompt_tokens=row.prompt_tokens + u.prompt_tokens,
             completion_tokens=row.completion_tokens + u.completion_tokens,
             total_tokens=row.total_tokens + u.total_tokens,
@@ -97,7 +101,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
     if isinstance(event, RequestFailed):
         return _replace(
             row,
-            status=RequestState.PROCESSING_FAILED.value,
+            status=FAILED,
             last_error_code=event.code,
             last_error_message=event.message,
             updated_at=at,
@@ -107,7 +111,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
     if isinstance(event, RequestRequeued):
         return _replace(
             row,
-            status=RequestState.PENDING_BATCHING.value,
+            status=PENDING,
             batch_id=None,
             updated_at=at,
             version=ver,
@@ -161,14 +165,12 @@ class RequestsProjection:
                 analyses.append(analysis_row(new, recorded, event))
         await _save(conn, tables["requests"], list(rows.values()))
         await _count(conn, tables["request_status_counts"], before, rows)
-        if analyses:
-            columns = [list(col) for col in zip(*analyses, strict=True)]
-            await conn.execute(_INSERT_ANALYSIS.format(t=tables["session_analyses"]), *columns)
+        await upsert(conn, tables["session_analyses"], ANALYSIS_COLUMNS, "request_id", analyses)
 
 
 async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, RequestRow]:
     records = await conn.fetch(
-        f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE request_id = ANY($1::text[])", ids
+        f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE request_id = ANY({ID_LIST})", join_ids(ids)
     )
     return {r[0]: RequestRow(**dict(r)) for r in records}
 
@@ -206,14 +208,16 @@ async def _count(
         await conn.execute(f"DELETE FROM {table} WHERE n = 0")
 
 
-_INSERT_ANALYSIS = (
-    "INSERT INTO {t} (request_id, company_id, session_id, language, sentiment, escalated,"
-    " forwarded_hr, category, questions, summary, analysed_at)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::bool[], $7::bool[], $8::text[], $9::jsonb[], $10::text[], $11::timestamptz[])"
-    " ON CONFLICT (request_id) DO UPDATE SET language = excluded.language,"
-    " sentiment = excluded.sentiment, escalated = excluded.escalated,"
-    " forwarded_hr = excluded.forwarded_hr, category = excluded.category,"
-    " questions = excluded.questions, summary = excluded.summary,"
-    " analysed_at = excluded.analysed_at"
+ANALYSIS_COLUMNS = (
+    "request_id",
+    "company_id",
+    "session_id",
+    "language",
+    "sentiment",
+    "escalated",
+    "forwarded_hr",
+    "category",
+    "questions",
+    "summary",
+    "analysed_at",
 )

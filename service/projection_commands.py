@@ -38,20 +38,19 @@ async def rebuild_command(dsn: str, names: list[str]) -> int:
         return 2
     store = await EventStore.open(dsn, max_size=2)
     try:
-        for name in names or list(known):
-            bar = tqdm(total=0, desc=f"rebuild {name}", unit="ev", disable=not sys.stderr.isatty())
+        chosen = [known[n] for n in names or list(known)]
+        label = ", ".join(p.name for p in chosen)
+        bar = tqdm(total=0, desc=f"rebuild {label}", unit="ev", disable=not sys.stderr.isatty())
 
-            def progress(position: int, head: int, bar: tqdm = bar) -> None:
-                bar.total = head
-                bar.update(position - bar.n)
+        def progress(position: int, head: int) -> None:
+            bar.total = head
+            bar.update(position - bar.n)
 
-            t = time.perf_counter()
-            seen = await rebuild(store, known[name], progress=progress)
-            bar.close()
-            elapsed = max(time.perf_counter() - t, 1e-9)
-            print(
-                f"rebuilt {name}: {seen} events in {elapsed:.1f}s ({seen / elapsed:,.0f} events/s)"
-            )
+        t = time.perf_counter()
+        seen = await rebuild(store, chosen, progress=progress)
+        bar.close()
+        elapsed = max(time.perf_counter() - t, 1e-9)
+        print(f"rebuilt {label}: {seen} events in {elapsed:.1f}s ({seen / elapsed:,.0f} events/s)")
     finally:
         await store.close()
     return 0
