@@ -40,9 +40,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run benchmark suites."""
-    from service import bench
+    from service.bench.runner import main as bench_main
 
-    return bench.main(
+    return bench_main(
         _database_url(args, settings), args.suites, quick=args.quick, json_path=args.json
     )
 
@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmbeddedUnavailable as exc:
         print(f"batchledger: {exc}", file=sys.stderr)
         return 2
+    except ConnectionRefusedError as exc:
+        print(f"batchledger: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -60,6 +60,16 @@ async def settle(rt: Runtime) -> None:
         await rt.run_until_idle()
 
 
+async def first_batch_processed(rt: Runtime) -> None:
+    """Run the schedulers until one batch is processed (to change knobs before the retry)."""
+    processed = "SELECT count(*) FROM events WHERE event_type = 'BatchProcessed'"
+    async with asyncio.timeout(30):
+        while await rt.store.pool.fetchval(processed) == 0:
+            await rt.creator.run_once()
+            await rt.catch_up()
+            await rt.poller.run_once()
+
+
 async def rows(rt: Runtime) -> dict[str, dict[str, object]]:
     return {r["request_id"]: dict(r) for r in await rt.store.pool.fetch("SELECT * FROM requests")}
 
@@ -225,16 +235,7 @@ async def test_requests_without_any_line_fail_as_missing_and_are_retried(
     await emulator.knobs(omitted_lines=2)
     rt = await runtime()
     await queue(rt, 3)
-    async with asyncio.timeout(30):
-        while (
-            await rt.store.pool.fetchval(
-                "SELECT count(*) FROM events WHERE event_type = 'BatchProcessed'"
-            )
-            == 0
-        ):
-            await rt.creator.run_once()
-            await rt.catch_up()
-            await rt.poller.run_once()
+    await first_batch_processed(rt)
     await emulator.knobs(omitted_lines=0)
     await settle(rt)
     missing = await rt.store.pool.fetch(
@@ -264,16 +265,7 @@ async def test_invalid_model_output_fails_the_request_as_retryable_and_the_retry
     await emulator.knobs(invalid_output_lines=2)
     rt = await runtime()
     await queue(rt, 3)
-    async with asyncio.timeout(30):
-        while (
-            await rt.store.pool.fetchval(
-                "SELECT count(*) FROM events WHERE event_type = 'BatchProcessed'"
-            )
-            == 0
-        ):
-            await rt.creator.run_once()
-            await rt.catch_up()
-            await rt.poller.run_once()
+    await first_batch_processed(rt)
     await emulator.knobs(invalid_output_lines=0)
     await settle(rt)
     failures = await rt.store.pool.fetch(

@@ -1,0 +1,1 @@
+"""`batchledger bench`: throughput suites, each measured against a baseline in the same run."""
