@@ -31,7 +31,8 @@ def parse_time(value: str) -> datetime:
 def parse_transcript(text: str) -> list[Message]:
     """The messages of a transcript; lines without a header continue the previous message."""
     messages: list[Message] = []
-    for raw in text.replace("\r\n", "\n").split("\n"):
+    # NUL characters carry nothing and PostgreSQL cannot store them: drop them.
+    for raw in text.replace("\x00", "").replace("\r\n", "\n").split("\n"):
         match = _LINE.match(raw)
         if match:
             try:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text and jsonb cannot hold a NUL character
 Limit500 = Annotated[int, msgspec.Meta(ge=1, le=500)]
 Limit1000 = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -79,8 +80,8 @@ class RequeueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     """One message of a session submitted directly."""
 
-    role: Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[^:\n]+$")]
-    content: Annotated[str, msgspec.Meta(max_length=20_000)]
+    role: Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[^:\n\x00]+$")]
+    content: Annotated[str, msgspec.Meta(max_length=20_000, pattern=NO_NUL)]
     at: datetime | None = None
 
 
@@ -89,7 +90,9 @@ class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
     company_id: Id
     session_id: Id
-    transcript: Annotated[str, msgspec.Meta(min_length=1, max_length=500_000)] | None = None
+    transcript: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=500_000, pattern=NO_NUL)] | None
+    ) = None
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=1000)] | None = None
     model: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]

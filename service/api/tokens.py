@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from enum import IntEnum
@@ -36,11 +37,13 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_SHAPE = re.compile(r"bl_([0-9a-f]{16})_([A-Za-z0-9_\-]{20,100})")
+
+
 def _split(token: str) -> tuple[str, str] | None:
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != "bl" or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
+    """(token id, secret) of a well-formed token; nothing else is ever sent to the database."""
+    match = _SHAPE.fullmatch(token)
+    return (match.group(1), match.group(2)) if match else None
 
 
 async def create_token(conn: asyncpg.Pool | asyncpg.Connection, name: str, role: Role) -> str:

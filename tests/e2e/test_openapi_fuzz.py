@@ -81,6 +81,6 @@ def live_api(pg_server: Server, template_db: str) -> Iterator[Live]:
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_live_api_never_answers_5xx_nor_breaks_its_document(case, live_api: Live) -> None:  # type: ignore[no-untyped-def]
     case.call_and_validate(base_url=live_api.url, headers=live_api.headers, checks=CHECKS)

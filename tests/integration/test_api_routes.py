@@ -457,3 +457,13 @@ async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> No
         assert (await r.json())["checks"]["database"].startswith("unreachable")
     finally:
         await client.close()
+
+
+async def test_nul_characters_are_refused_at_the_edge_not_by_the_database(api: Api) -> None:
+    body = {"companyId": "a", "sessionId": "s", "messages": [{"role": "User", "content": "a\x00b"}]}
+    status, err = await post(api, "/requests", body)
+    assert (status, err["error"]["code"]) == (400, "invalid_body")
+    r = await api.client.get(f"{BASE}/requests/a%00b", headers=api.auth("support"))
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "invalid_parameter")
+    r = await api.client.post(f"{BASE}/batches/a%00b/cancel", headers=api.auth())
+    assert r.status == 400

@@ -158,3 +158,11 @@ def test_import_command_exits_1_when_a_row_failed_and_0_when_all_imported(
         )
         == 1
     )
+
+
+def test_nul_bytes_in_an_export_are_dropped_not_fatal() -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([row("S\x001", "a.txt"), row("S2", "b.txt")])
+    rows, problems = parse_csv(buffer.getvalue())
+    assert ([r.session_id for r in rows], problems) == (["S1", "S2"], [])
+    assert parse_transcript("[01.10.2026 09:00:00] User: a\x00b")[0].text == "ab"
