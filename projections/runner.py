@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
@@ -13,6 +14,7 @@ from projections.base import Decoded, Projection, Tables, chunk_key, leader_key,
 from statemachine.events import decode_event
 
 Hook = Callable[[asyncpg.Connection], Awaitable[None]]
+_log = logging.getLogger("batchledger.projections")
 
 
 def decode(events: Sequence[RecordedEvent]) -> list[Decoded]:
@@ -96,15 +98,18 @@ class ProjectionRunner:
         """Hold the leader lock (waiting for it), then follow the log until `stop` is set."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            leader = await asyncpg.connect(self.store.dsn)
+            leader: asyncpg.Connection | None = None
             try:
-                if await leader.fetchval(
-                    "SELECT pg_try_advisory_lock($1)", leader_key(self.projection.name)
-                ):
+                leader = await asyncpg.connect(self.store.dsn)
+                key = leader_key(self.projection.name)
+                if await leader.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     await self._follow(stop)
+            except Exception:  # a lost connection or a failing chunk: log, wait, start over
+                _log.exception("projection %s: runner failed; retrying", self.projection.name)
             finally:
-                with contextlib.suppress(Exception):
-                    await leader.close()
+                if leader is not None:
+                    with contextlib.suppress(Exception):
+                        await leader.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_interval)
 

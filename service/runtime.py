@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
 import openai
 
@@ -39,10 +39,8 @@ UNFINISHED = [
 ]
 
 
-def utc_now() -> Any:
+def utc_now() -> datetime:
     """The clock of the running service."""
-    from datetime import UTC, datetime
-
     return datetime.now(UTC)
 
 

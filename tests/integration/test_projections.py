@@ -212,3 +212,25 @@ async def test_an_interrupted_rebuild_leaves_the_live_tables_in_use(store: Event
         await rebuild(store, REQUESTS, before_swap=crash)
     assert (await queries.summary(store.pool))["pending_batching"] == 10
     assert await rebuild(store, REQUESTS) == await store.head()
+
+
+async def test_a_runner_whose_chunk_fails_logs_it_and_carries_on(store: EventStore) -> None:
+    agg = aggregates(store)
+    await queue_many(agg, 5)
+    runner = ProjectionRunner(store, REQUESTS, poll_interval=0.05)
+    failures = []
+
+    async def fail_once(conn: asyncpg.Connection) -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("transient")
+
+    runner.before_commit = fail_once
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    async with asyncio.timeout(10):
+        while await store.pool.fetchval("SELECT count(*) FROM requests") != 5:
+            await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert failures == [1]
