@@ -31,6 +31,7 @@ class Deps:
     default_model: str
     heartbeat_seconds: float
     log: object
+    requeue_attempts: int = 5  # reads-and-appends tried when requests change meanwhile
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -180,7 +180,7 @@ async def requeue(request: web.Request) -> web.Response:
     body = await parse_body(request, s.RequeueBody)
     d, who = deps(request), actor(request)
     ids = list(dict.fromkeys(body.request_ids))
-    for _ in range(5):
+    for _ in range(d.requeue_attempts):
         loaded = await d.aggregates.load_requests(ids)
         failed = [
             r

@@ -44,6 +44,7 @@ async def api_factory(db_dsn: str, emulator: Running) -> AsyncIterator[object]:
             token_limiter=RateLimiter(int(limits.get("per_token", 100_000))),
             auth_failure_limiter=RateLimiter(int(limits.get("auth_failures", 100_000))),
             heartbeat_seconds=limits.get("heartbeat", deps.heartbeat_seconds),
+            requeue_attempts=int(limits.get("requeue_attempts", deps.requeue_attempts)),
         )
         test_client = TestClient(TestServer(create_app(deps)))
         await test_client.start_server()

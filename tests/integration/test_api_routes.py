@@ -467,3 +467,38 @@ async def test_nul_characters_are_refused_at_the_edge_not_by_the_database(api: A
     assert (r.status, (await r.json())["error"]["code"]) == (400, "invalid_parameter")
     r = await api.client.post(f"{BASE}/batches/a%00b/cancel", headers=api.auth())
     assert r.status == 400
+
+
+async def test_requeue_answers_409_when_a_request_keeps_changing_under_it(api_factory) -> None:  # type: ignore[no-untyped-def]
+    from eventstore.store import WRITER_LOCK_KEY
+    from statemachine import request as request_agg
+    from statemachine.events import RequestFailed
+
+    api: Api = await api_factory(requeue_attempts=1)
+    await seed(api, 4)  # r0 is failed
+    store = api.runtime.store
+    async with store.pool.acquire() as held:
+        await held.execute("SELECT pg_advisory_lock($1)", WRITER_LOCK_KEY)  # writers now queue
+        call = asyncio.create_task(post(api, "/requests/requeue", {"requestIds": ["r0"]}))
+        async with asyncio.timeout(10):
+            while not await store.pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+        # The handler read r0 and waits to append; r0 moves on meanwhile (this session re-enters
+        # the lock it holds).
+        version = await store.stream_version("request-r0")
+        moved = RequestFailed(
+            request_id="r0", batch_id="b1", code="x", message="again", retryable=False, attempt=1
+        )
+        await store.append(
+            "request-r0",
+            version,
+            api.runtime.aggregates.to_new_events([moved], api.runtime.creator.actor),
+            conn=held,
+        )
+        await held.execute("SELECT pg_advisory_unlock($1)", WRITER_LOCK_KEY)
+        status, body = await call
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    types = [e.type for e in await store.read_stream(request_agg.stream_id("r0"))]
+    assert "RequestRequeued" not in types, "nothing of the refused requeue was written"
