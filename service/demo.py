@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -25,29 +24,17 @@ from service.emulator.app import create_emulator_app
 from service.emulator.knobs import Knobs
 from service.intake import Importer
 from service.logs import configure
+from service.net import free_port
 from service.runtime import UNFINISHED, Runtime
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sessions.csv"
-
-
-def _port(preferred: int) -> int:
-    """`preferred` when it is free, else any free port."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            chosen: int = s.getsockname()[1]
-            return chosen
-    raise OSError("no free port")
 
 
 async def _start_emulator() -> tuple[web.AppRunner, str]:
     knobs = Knobs(validating_seconds=0.2, in_progress_seconds=0.5, finalizing_seconds=0.2)
     runner = web.AppRunner(create_emulator_app(knobs), access_log=None)
     await runner.setup()
-    port = _port(8089)
+    port = free_port(8089)
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}"
 
@@ -86,7 +73,7 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
     configure(settings.log_level if settings.log_level != "INFO" else "WARNING", "console")
     await migrate(dsn)
     emulator, emulator_url = await _start_emulator()
-    port = _port(settings.port)
+    port = free_port(settings.port)
     settings = msgspec.structs.replace(
         settings,
         openai_base_url=f"{emulator_url}/v1",

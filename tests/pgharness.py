@@ -7,7 +7,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from glob import glob
 from pathlib import Path
 
 import asyncpg
+
+from service.net import free_port
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -41,13 +42,6 @@ def _answers(dsn: str) -> bool:
     return asyncio.run(probe())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _local_binaries() -> Path | None:
     found = shutil.which("initdb")
     if found:
@@ -58,7 +52,7 @@ def _local_binaries() -> Path | None:
 
 def _start_from_binaries(bindir: Path) -> Server:
     root = Path(tempfile.mkdtemp(prefix="batchledger-pg-"))
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
         user = pwd.getpwnam("postgres")

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 
-
-def free_port() -> int:
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from service.net import free_port
 
 
 async def start_cli(

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from eventstore import EventStore
 from service.bench.core import Bench, Result, percentiles, suite, with_baseline
-from service.bench.processes import free_port, start_cli
+from service.bench.processes import start_cli
+from service.net import free_port
 
 
 @suite("rebuild")

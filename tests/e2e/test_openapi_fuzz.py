@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
 from service.api.openapi import document
 from service.api.tokens import Role, create_token
 from service.dsn import with_database
-from tests.e2e.live import free_port, start, start_emulator, stop, wait_http
+from service.net import free_port
+from tests.e2e.live import start, start_emulator, stop, wait_http
 from tests.pgharness import Server
 
 schema = schemathesis.openapi.from_dict(document()).exclude(path="/api/admin/legacy/events/stream")
