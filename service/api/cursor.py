@@ -27,13 +27,17 @@ class Cursors:
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self.key, payload, hashlib.sha256).digest()[:16]
 
-    def encode(self, seq: int, scope: str) -> str:
-        """A cursor continuing after `seq` for the filters named by `scope`."""
+    def encode(self, seq: int | None, scope: str) -> str | None:
+        """A cursor continuing after `seq` for the filters named by `scope` (None: last page)."""
+        if seq is None:
+            return None
         payload = msgspec.json.encode(CursorData(seq, scope))
         return base64.urlsafe_b64encode(self._mac(payload) + payload).decode().rstrip("=")
 
-    def decode(self, cursor: str, scope: str) -> int:
-        """The seq of a genuine cursor made for the same filters."""
+    def decode(self, cursor: str | None, scope: str) -> int | None:
+        """The seq of a genuine cursor made for the same filters (None: the first page)."""
+        if cursor is None:
+            return None
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             mac, payload = raw[:16], raw[16:]

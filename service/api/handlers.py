@@ -123,7 +123,7 @@ async def list_requests(request: web.Request) -> web.Response:
     q = parse_query(request, s.RequestsQuery)
     d = deps(request)
     scope = f"requests|{q.status}|{q.company_id or ''}|{q.batch_id or ''}"
-    after = d.cursors.decode(q.cursor, scope) if q.cursor else None
+    after = d.cursors.decode(q.cursor, scope)
     rows, next_seq = await queries.requests_page(
         d.store.pool,
         q.status.upper(),
@@ -132,7 +132,7 @@ async def list_requests(request: web.Request) -> web.Response:
         company_id=q.company_id,
         batch_id=q.batch_id,
     )
-    cursor = d.cursors.encode(next_seq, scope) if next_seq is not None else None
+    cursor = d.cursors.encode(next_seq, scope)
     return respond(
         s.RequestsResponse(requests=[_request_item(r) for r in rows], next_cursor=cursor)
     )
@@ -252,11 +252,11 @@ async def list_batches(request: web.Request) -> web.Response:
     q = parse_query(request, s.BatchesQuery)
     d = deps(request)
     scope = f"batches|{q.status or ''}"
-    after = d.cursors.decode(q.cursor, scope) if q.cursor else None
+    after = d.cursors.decode(q.cursor, scope)
     rows, next_seq = await queries.batches_page(
         d.store.pool, q.limit, status=q.status.upper() if q.status else None, after_seq=after
     )
-    cursor = d.cursors.encode(next_seq, scope) if next_seq is not None else None
+    cursor = d.cursors.encode(next_seq, scope)
     return respond(s.BatchesResponse(batches=[_batch_item(r) for r in rows], next_cursor=cursor))
 
 
