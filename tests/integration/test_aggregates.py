@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 
 from eventstore import ConcurrencyError, EventStore
 from service.aggregates import Actor, Aggregates
+from service.synthetic import aggregates as synthetic_aggregates
 from statemachine.commands import (
     AssignToBatch,
     FinishIngestion,
@@ -26,14 +24,12 @@ from statemachine.events import RequestCounts
 from statemachine.request import decide_many
 from statemachine.states import BatchState, RequestState
 
-T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ADMIN = Actor("ops-token", correlation_id="corr-9")
 
 
 @pytest.fixture
 def aggregates(store: EventStore) -> Aggregates:
-    ticks = itertools.count()
-    return Aggregates(store, clock=lambda: T0.replace(second=next(ticks) % 60), new_id=uuid.uuid4)
+    return synthetic_aggregates(store)
 
 
 def queue(rid: str) -> QueueRequest:
