@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 
@@ -14,6 +14,26 @@ from statemachine.events import DomainEvent
 Decoded = tuple[RecordedEvent, DomainEvent]
 Tables = Mapping[str, str]
 """Logical table name -> physical name (the live table, or its rebuild shadow)."""
+R = TypeVar("R")
+
+
+class Replay(Protocol):
+    """A rebuild's fold: rows stay in memory across pages and are written once, in bulk."""
+
+    @property
+    def held(self) -> int:
+        """Rows held in memory (the rebuild flushes above its limit)."""
+
+    async def feed(
+        self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
+    ) -> None:
+        """Fold the next events (in position order) into the rows in memory."""
+
+    async def flush(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Write the rows in memory to the tables and forget them."""
+
+    async def finish(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Flush, then write what is derived from the whole table (counters)."""
 
 
 class Projection(Protocol):
@@ -27,6 +47,9 @@ class Projection(Protocol):
         self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
     ) -> None:
         """Write the effect of `events` (in position order) inside the caller's transaction."""
+
+    def replay(self) -> Replay:
+        """A fresh in-memory fold for a rebuild into empty tables."""
 
 
 def live_tables(projection: Projection) -> dict[str, str]:
@@ -60,13 +83,19 @@ async def upsert(
     columns: Sequence[str],
     key: str,
     rows: Sequence[tuple[object, ...]],
+    *,
+    fresh: bool = False,
 ) -> None:
     """Insert or replace rows by `key`: binary COPY into a staging table, then one upsert.
 
     COPY encodes values several times faster than array parameters, which matters when a
-    rebuild rewrites hundreds of thousands of rows.
+    rebuild rewrites hundreds of thousands of rows. `fresh` says no row with these keys
+    exists yet (a rebuild's first write), so the rows are copied straight in.
     """
     if not rows:
+        return
+    if fresh:
+        await conn.copy_records_to_table(table, records=rows, columns=list(columns))
         return
     stage = f"stage_{table}"
     await conn.execute(
@@ -81,3 +110,53 @@ async def upsert(
         f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
     await conn.execute(f"TRUNCATE {stage}")
+
+
+class KeyedReplay(Generic[R]):
+    """A replay of rows keyed by one id; after a flush it loads back the rows it touches."""
+
+    table: str
+
+    def __init__(self) -> None:
+        self.rows: dict[str, R] = {}
+        self.flushed = False
+
+    @property
+    def held(self) -> int:
+        """Rows held in memory."""
+        return len(self.rows)
+
+    async def feed(
+        self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
+    ) -> None:
+        """Fold the events, first loading back any touched row an earlier flush wrote."""
+        if self.flushed:
+            missing = {self.key(event) for _, event in events}.difference(self.rows)
+            self.rows.update(await self.load(conn, tables[self.table], list(missing)))
+        self.fold(events)
+
+    async def flush(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Write the rows in memory and forget them."""
+        await self.save(conn, tables, fresh=not self.flushed)
+        self.rows.clear()
+        self.flushed = True
+
+    async def finish(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Write what is left."""
+        await self.flush(conn, tables)
+
+    def key(self, event: DomainEvent) -> str:
+        """The id of the row an event touches."""
+        raise NotImplementedError
+
+    async def load(self, conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, R]:
+        """The stored rows with these ids."""
+        raise NotImplementedError
+
+    def fold(self, events: Sequence[Decoded]) -> None:
+        """Fold events into the rows in memory (pure but for the dicts it updates)."""
+        raise NotImplementedError
+
+    async def save(self, conn: asyncpg.Connection, tables: Tables, *, fresh: bool) -> None:
+        """Write the rows in memory (`fresh`: none of them is stored yet)."""
+        raise NotImplementedError

@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import ID_LIST, Decoded, Tables, join_ids, upsert
+from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
 from statemachine.events import (
     BatchCancelRequested,
     BatchFileUploaded,
@@ -21,6 +21,7 @@ from statemachine.events import (
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
+    DomainEvent,
 )
 from statemachine.openai_status import state_for
 from statemachine.states import BatchState as BS
@@ -140,19 +141,58 @@ class BatchesProjection:
     ) -> None:
         """Load the touched rows, fold the events over them, write them back."""
         table = tables["batches"]
-        ids = list({getattr(ev, "batch_id", "") for _, ev in events})
-        records = await conn.fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE batch_id = ANY({ID_LIST})",
-            join_ids(ids),
-        )
-        rows: dict[str, BatchRow] = {r[0]: BatchRow(**dict(r)) for r in records}
-        for recorded, event in events:
-            bid = getattr(event, "batch_id", "")
-            new = project(rows.get(bid), recorded, event)
-            if new is not None:
-                rows[bid] = new
-        if not rows:
-            return
-        await upsert(
-            conn, table, COLUMNS, "batch_id", [msgspec.structs.astuple(r) for r in rows.values()]
-        )
+        rows = await _load(conn, table, list({getattr(ev, "batch_id", "") for _, ev in events}))
+        fold(rows, events)
+        await _save(conn, table, rows)
+
+    def replay(self) -> BatchesReplay:
+        """An in-memory fold for a rebuild."""
+        return BatchesReplay()
+
+
+class BatchesReplay(KeyedReplay[BatchRow]):
+    """A rebuild's fold of batches."""
+
+    table = "batches"
+
+    def key(self, event: DomainEvent) -> str:
+        """The batch an event belongs to."""
+        return str(getattr(event, "batch_id", ""))
+
+    async def load(
+        self, conn: asyncpg.Connection, table: str, ids: list[str]
+    ) -> dict[str, BatchRow]:
+        """Stored batches by id."""
+        return await _load(conn, table, ids)
+
+    def fold(self, events: Sequence[Decoded]) -> None:
+        """Fold into the batches in memory."""
+        fold(self.rows, events)
+
+    async def save(self, conn: asyncpg.Connection, tables: Tables, *, fresh: bool) -> None:
+        """Write the batches."""
+        await _save(conn, tables["batches"], self.rows, fresh=fresh)
+
+
+def fold(rows: dict[str, BatchRow], events: Sequence[Decoded]) -> None:
+    """Fold events over the rows by batch id."""
+    for recorded, event in events:
+        bid = getattr(event, "batch_id", "")
+        new = project(rows.get(bid), recorded, event)
+        if new is not None:
+            rows[bid] = new
+
+
+async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, BatchRow]:
+    records = await conn.fetch(
+        f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE batch_id = ANY({ID_LIST})",
+        join_ids(ids),
+    )
+    return {r[0]: BatchRow(**dict(r)) for r in records}
+
+
+async def _save(
+    conn: asyncpg.Connection, table: str, rows: dict[str, BatchRow], *, fresh: bool = False
+) -> None:
+    records = [msgspec.structs.astuple(r) for r in rows.values()]
+    await upsert(conn, table, COLUMNS, "batch_id", records, fresh=fresh)

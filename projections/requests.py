@@ -9,8 +9,9 @@ import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
-from projections.base import ID_LIST, Decoded, Tables, join_ids, upsert
+from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
 from statemachine.events import (
+    DomainEvent,
     RequestBatched,
     RequestCompleted,
     RequestFailed,
@@ -140,6 +141,20 @@ def analysis_row(
     )
 
 
+def fold(
+    rows: dict[str, RequestRow], events: Sequence[Decoded], analyses: dict[str, tuple[object, ...]]
+) -> None:
+    """Fold events over the rows by request id, collecting the analyses of completions."""
+    for recorded, event in events:
+        rid = getattr(event, "request_id", "")
+        new = project(rows.get(rid), recorded, event)
+        if new is None:
+            continue
+        rows[rid] = new
+        if isinstance(event, RequestCompleted):
+            analyses[rid] = analysis_row(new, recorded, event)
+
+
 class RequestsProjection:
     """Requests, their counters and analyses, from the `request` streams."""
 
@@ -154,18 +169,56 @@ class RequestsProjection:
         ids = list({getattr(ev, "request_id", "") for _, ev in events})
         rows = await _load(conn, tables["requests"], ids)
         before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
-        analyses = []
-        for recorded, event in events:
-            rid = getattr(event, "request_id", "")
-            new = project(rows.get(rid), recorded, event)
-            if new is None:
-                continue
-            rows[rid] = new
-            if isinstance(event, RequestCompleted):
-                analyses.append(analysis_row(new, recorded, event))
-        await _save(conn, tables["requests"], list(rows.values()))
+        analyses: dict[str, tuple[object, ...]] = {}
+        fold(rows, events, analyses)
+        await _save(conn, tables, rows, analyses)
         await _count(conn, tables["request_status_counts"], before, rows)
-        await upsert(conn, tables["session_analyses"], ANALYSIS_COLUMNS, "request_id", analyses)
+
+    def replay(self) -> RequestsReplay:
+        """An in-memory fold for a rebuild."""
+        return RequestsReplay()
+
+
+class RequestsReplay(KeyedReplay[RequestRow]):
+    """A rebuild's fold of requests and analyses; the counters are counted at the end."""
+
+    table = "requests"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.analyses: dict[str, tuple[object, ...]] = {}
+
+    @property
+    def held(self) -> int:
+        """Requests and analyses held in memory."""
+        return len(self.rows) + len(self.analyses)
+
+    def key(self, event: DomainEvent) -> str:
+        """The request an event belongs to."""
+        return str(getattr(event, "request_id", ""))
+
+    async def load(
+        self, conn: asyncpg.Connection, table: str, ids: list[str]
+    ) -> dict[str, RequestRow]:
+        """Stored requests by id."""
+        return await _load(conn, table, ids)
+
+    def fold(self, events: Sequence[Decoded]) -> None:
+        """Fold into the requests and analyses in memory."""
+        fold(self.rows, events, self.analyses)
+
+    async def save(self, conn: asyncpg.Connection, tables: Tables, *, fresh: bool) -> None:
+        """Write requests and analyses."""
+        await _save(conn, tables, self.rows, self.analyses, fresh=fresh)
+        self.analyses.clear()
+
+    async def finish(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Write what is left, then count the rebuilt requests by company and status."""
+        await super().finish(conn, tables)
+        await conn.execute(
+            f"INSERT INTO {tables['request_status_counts']} (company_id, status, n)"
+            f" SELECT company_id, status, count(*) FROM {tables['requests']} GROUP BY 1, 2"
+        )
 
 
 async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, RequestRow]:
@@ -175,8 +228,21 @@ async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[st
     return {r[0]: RequestRow(**dict(r)) for r in records}
 
 
-async def _save(conn: asyncpg.Connection, table: str, rows: list[RequestRow]) -> None:
-    await upsert(conn, table, COLUMNS, "request_id", [msgspec.structs.astuple(r) for r in rows])
+async def _save(
+    conn: asyncpg.Connection,
+    tables: Tables,
+    rows: dict[str, RequestRow],
+    analyses: dict[str, tuple[object, ...]],
+    *,
+    fresh: bool = False,
+) -> None:
+    astuple = msgspec.structs.astuple
+    records = [astuple(r) for r in rows.values()]
+    await upsert(conn, tables["requests"], COLUMNS, "request_id", records, fresh=fresh)
+    found = list(analyses.values())
+    await upsert(
+        conn, tables["session_analyses"], ANALYSIS_COLUMNS, "request_id", found, fresh=fresh
+    )
 
 
 async def _count(

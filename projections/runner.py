@@ -22,6 +22,14 @@ def decode(events: Sequence[RecordedEvent]) -> list[Decoded]:
     return [(e, decode_event(e.data)) for e in events]
 
 
+def relevant(
+    projection: Projection, events: Sequence[RecordedEvent], after: int = 0
+) -> list[RecordedEvent]:
+    """The events after `after` from the streams of the projection's categories."""
+    cats = projection.categories
+    return [e for e in events if e.position > after and e.stream_id.split("-", 1)[0] in cats]
+
+
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
     """A projection's checkpoint (0 before its first chunk)."""
     value = await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", name)
@@ -49,8 +57,7 @@ async def apply_chunk(
                 "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE", name
             )
         )
-        cats = projection.categories
-        fresh = [e for e in events if e.position > done and e.stream_id.split("-", 1)[0] in cats]
+        fresh = relevant(projection, events, done)
         if fresh:
             await projection.apply(conn, tables, decode(fresh))
         last = max(done, events[-1].position if events else done)

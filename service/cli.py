@@ -93,6 +93,17 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
 def _add_emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulator",
@@ -130,7 +141,7 @@ def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
     dsn = _database_url(args, settings)
     if args.action == "status":
         return asyncio.run(status_command(dsn))
-    return asyncio.run(rebuild_command(dsn, args.names))
+    return asyncio.run(rebuild_command(dsn, args.names, max_rows=args.max_rows))
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -271,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["rebuild", "status"])
     p.add_argument("names", nargs="*", help="projections to rebuild (default: all)")
+    p.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        help="rows a projection folds in memory before writing them out"
+        " (default 200,000, about 100 MB)",
+    )
     p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
     p.set_defaults(handler=cmd_projections)
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 from eventstore import EventStore
-from projections.rebuild import rebuild
+from projections.rebuild import MAX_ROWS, rebuild
 from projections.registry import all_projections, status
 
 
@@ -24,7 +24,7 @@ async def status_command(dsn: str) -> int:
     return 0
 
 
-async def rebuild_command(dsn: str, names: list[str]) -> int:
+async def rebuild_command(dsn: str, names: list[str], *, max_rows: int | None = None) -> int:
     """Rebuild the named projections (all when none named)."""
     from tqdm import tqdm
 
@@ -47,7 +47,7 @@ async def rebuild_command(dsn: str, names: list[str]) -> int:
             bar.update(position - bar.n)
 
         t = time.perf_counter()
-        seen = await rebuild(store, chosen, progress=progress)
+        seen = await rebuild(store, chosen, max_rows=max_rows or MAX_ROWS, progress=progress)
         bar.close()
         elapsed = max(time.perf_counter() - t, 1e-9)
         print(f"rebuilt {label}: {seen} events in {elapsed:.1f}s ({seen / elapsed:,.0f} events/s)")

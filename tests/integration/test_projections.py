@@ -155,6 +155,20 @@ async def test_rebuild_of_a_100k_event_history_equals_the_live_tables_row_for_ro
         assert rebuilt[t] == live[t], t
 
 
+async def test_rebuild_that_writes_out_rows_midway_still_equals_the_live_tables(
+    store: EventStore,
+) -> None:
+    # A limit of 25 rows makes the replay write its rows out many times and load them
+    # back when a later event (batching, completion, requeue) touches them.
+    await build_history(store, batches=4, size=60)
+    await catch_up(store)
+    live = {t: await table_rows(store, t, k) for t, k in TABLES}
+    await rebuild(store, [REQUESTS, BATCHES], page_size=97, max_rows=25)
+    rebuilt = {t: await table_rows(store, t, k) for t, k in TABLES}
+    for t, _ in TABLES:
+        assert rebuilt[t] == live[t], t
+
+
 async def test_reads_answer_from_the_old_tables_during_a_rebuild_and_switch_at_the_swap(
     store: EventStore,
 ) -> None:
@@ -234,3 +248,48 @@ async def test_a_runner_whose_chunk_fails_logs_it_and_carries_on(store: EventSto
     stop.set()
     await task
     assert failures == [1]
+
+
+def test_rebuild_and_status_commands_report_events_rows_and_lag(
+    db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    async def history() -> None:
+        store = await EventStore.open(db_dsn)
+        try:
+            await build_history(store, batches=2, size=30)
+        finally:
+            await store.close()
+
+    asyncio.run(history())
+    assert main(["projections", "rebuild", "--max-rows", "10", "--database-url", db_dsn]) == 0
+    rebuilt = capsys.readouterr().out
+    assert main(["projections", "status", "--database-url", db_dsn]) == 0
+    status = capsys.readouterr().out
+    assert "rebuilt requests, batches:" in rebuilt
+    assert "requests=60" in status
+    assert "batches=2" in status
+    assert status.count("lag=0 ") == 2
+    assert main(["projections", "rebuild", "nothing", "--database-url", db_dsn]) == 2
+    assert "unknown projection(s): nothing" in capsys.readouterr().err
+
+
+def test_rebuild_command_refuses_a_row_limit_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["projections", "rebuild", "--max-rows", "0"])
+    assert info.value.code == 2
+    assert "expected a whole number above 0, got '0'" in capsys.readouterr().err
+
+
+def test_rebuild_help_states_the_row_limit_the_rebuild_uses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from projections.rebuild import MAX_ROWS
+    from service.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["projections", "--help"])
+    assert f"default {MAX_ROWS:,}" in " ".join(capsys.readouterr().out.split())
