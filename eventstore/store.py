@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -164,14 +164,16 @@ class EventStore:
         if conflicts:
             raise ConcurrencyError(conflicts)
         head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        rows = list(_rows(appends, current, head))
-        if not rows:
-            return head
-        if len(rows) < _COPY_THRESHOLD:
-            await conn.execute(_INSERT_UNNEST, *zip(*rows, strict=True))
+        count = sum(len(a.events) for a in appends)
+        rows = _rows(appends, current, head)
+        if count < _COPY_THRESHOLD:
+            if count:
+                await conn.execute(_INSERT_UNNEST, *zip(*rows, strict=True))
         else:
+            # A generator: rows are built while asyncpg streams earlier ones, so Python
+            # builds the next rows while PostgreSQL inserts and indexes the last.
             await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
-        return head + len(rows)
+        return head + count
 
     @staticmethod
     async def _versions(conn: asyncpg.Connection, stream_ids: list[str]) -> dict[str, int]:
@@ -312,8 +314,7 @@ _INSERT_UNNEST = (
 
 def _rows(
     appends: Sequence[StreamAppend], current: dict[str, int], head: int
-) -> list[tuple[int, str, int, uuid.UUID, str, bytes, bytes]]:
-    rows = []
+) -> Iterator[tuple[int, str, int, uuid.UUID, str, bytes, bytes]]:
     position = head
     versions = dict(current)
     for a in appends:
@@ -321,9 +322,8 @@ def _rows(
         for e in a.events:
             position += 1
             version += 1
-            rows.append((position, a.stream_id, version, e.id, e.type, e.data, _encode(e.metadata)))
+            yield position, a.stream_id, version, e.id, e.type, e.data, _encode(e.metadata)
         versions[a.stream_id] = version
-    return rows
 
 
 def _filters(
