@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from eventstore import EventStore, StreamAppend
 from service.aggregates import Actor, Aggregates
+from service.ids import uuid7
 from statemachine import batch as batch_agg
 from statemachine import request as request_agg
 from statemachine.commands import (
@@ -48,7 +48,7 @@ def aggregates(store: EventStore) -> Aggregates:
     ticks = itertools.count()
     start = datetime(2026, 3, 1, tzinfo=UTC)
     return Aggregates(
-        store, clock=lambda: start + timedelta(milliseconds=next(ticks)), new_id=uuid.uuid4
+        store, clock=lambda: start + timedelta(milliseconds=next(ticks)), new_id=uuid7
     )
 
 
