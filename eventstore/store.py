@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from eventstore.errors import ConcurrencyError, DuplicateEventError, StreamConflict
+from eventstore.listener import NOTIFY_CHANNEL, Listener
 from eventstore.model import EventMetadata, NewEvent, RecordedEvent, StreamAppend
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 # positions, so positions commit in ascending order and a reader can never see
 # position N+1 before N (DESIGN §3.3; docs/architecture.md explains why).
 WRITER_LOCK_KEY = 0x6261_7463_686C_6F67  # "batchlog"
-NOTIFY_CHANNEL = "eventstore"
 _COPY_THRESHOLD = 256  # below this many events a multi-row INSERT beats COPY's extra round trips
 _COLUMNS = ("position", "stream_id", "stream_version", "event_id", "event_type", "data", "metadata")
 # jsonb comes back as text: asyncpg decodes text in C, twice as fast as a Python codec.
@@ -69,6 +69,7 @@ class EventStore:
         self.dsn = dsn
         self.writer_lock_key = writer_lock_key
         self._notifier = Notifier(pool)
+        self.listener = Listener(dsn)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> EventStore:
@@ -79,8 +80,9 @@ class EventStore:
         return cls(pool, dsn)
 
     async def close(self) -> None:
-        """Stop the notifier and close the pool."""
+        """Stop the notifier and the listener, and close the pool."""
         await self._notifier.close()
+        await self.listener.close()
         await self.pool.close()
 
     async def append(

@@ -7,23 +7,19 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from eventstore.model import RecordedEvent
-from eventstore.store import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from eventstore.store import EventStore
-
-_RECONNECT_BACKOFF_MAX = 5.0
 
 
 class Subscription:
     """Yields every event after a position, in position order, for as long as it is iterated.
 
-    Reading is done by position through the pool; NOTIFY only shortens the wait. When the
-    LISTEN connection is lost the subscription keeps polling every `poll_interval` and
-    reconnects in the background, so a dead listener slows delivery but never stops it.
+    Reading is done by position through the pool; a NOTIFY on the store's shared
+    listener only shortens the wait. When that connection is lost the subscription
+    keeps polling every `poll_interval` while the listener reconnects, so a dead
+    listener slows delivery but never stops it.
     """
 
     def __init__(
@@ -42,11 +38,7 @@ class Subscription:
         self._categories = categories
         self._page_size = page_size
         self._poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._next_connect_at = 0.0
-        self._backoff = 0.1
-        self.reconnects = 0
+        self._wake = store.listener.register()
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -66,7 +58,7 @@ class Subscription:
     async def next_page(self) -> list[RecordedEvent]:
         """The next non-empty page after the current position, waiting for one if needed."""
         while True:
-            await self._ensure_listener()
+            await self._store.listener.ensure()
             # Clear before reading: a NOTIFY that lands during the read still wakes the wait.
             self._wake.clear()
             filtered = bool(self._types or self._categories)
@@ -85,36 +77,14 @@ class Subscription:
 
     @property
     def listening(self) -> bool:
-        """Whether a live LISTEN connection is open."""
-        return self._listener is not None and not self._listener.is_closed()
+        """Whether the store's LISTEN connection is open."""
+        return self._store.listener.listening
 
-    async def _ensure_listener(self) -> None:
-        if self.listening:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_connect_at:
-            return
-        try:
-            conn = await asyncpg.connect(self._store.dsn, timeout=5)
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_terminated)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            self._next_connect_at = loop.time() + self._backoff
-            self._backoff = min(self._backoff * 2, _RECONNECT_BACKOFF_MAX)
-            return
-        if self._listener is not None:
-            self.reconnects += 1
-        self._listener = conn
-        self._backoff = 0.1
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
-    def _on_terminated(self, *_: object) -> None:
-        self._wake.set()  # re-check at once: events may have landed while it died
+    @property
+    def reconnects(self) -> int:
+        """How many times the store's listener has reconnected."""
+        return self._store.listener.reconnects
 
     async def close(self) -> None:
-        """Close the LISTEN connection."""
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
-        self._listener = None
+        """Stop being woken (the listener stays open for the store's other subscriptions)."""
+        self._store.listener.unregister(self._wake)

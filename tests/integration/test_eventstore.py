@@ -277,6 +277,33 @@ async def test_subscriber_whose_listen_connection_is_killed_still_receives_later
     assert [e.position for e in got] == [1, 2]
 
 
+async def test_subscriptions_of_one_store_share_one_listen_connection_and_are_woken_by_it(
+    store: EventStore,
+) -> None:
+    # A poll interval far longer than the test: only the shared NOTIFY can deliver in time.
+    subs = [store.subscribe(after=0, poll_interval=60) for _ in range(20)]
+    got: list[list[RecordedEvent]] = [[] for _ in subs]
+    tasks = [asyncio.create_task(collect(s, g)) for s, g in zip(subs, got, strict=True)]
+
+    async def listening() -> bool:
+        return all(s.listening for s in subs)
+
+    await wait_for(listening)
+    await asyncio.sleep(0.1)  # every subscription is now waiting on the wake-up
+    assert len(await listener_pids(store)) == 1
+    await store.append("thing-1", 0, [ev(n=1), ev(n=2)])
+
+    async def delivered() -> bool:
+        return all(len(g) == 2 for g in got)
+
+    await wait_for(delivered, timeout=5)
+    for t in tasks:
+        t.cancel()
+    for s in subs:
+        await s.close()
+    assert {tuple(e.position for e in g) for g in got} == {(1, 2)}
+
+
 async def test_migrate_twice_applies_nothing_the_second_time(db_dsn: str) -> None:
     from service.database import migrate, pending
 
