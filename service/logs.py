@@ -25,9 +25,15 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_current_stderr,
         cache_logger_on_first_use=False,
     )
+
+
+def _current_stderr(*_: object) -> structlog.PrintLogger:
+    # sys.stderr as it is when a line is logged, not when logging was configured: a
+    # command run in-process (tests, the bench) may configure while stderr is redirected.
+    return structlog.PrintLogger(file=sys.stderr)
 
 
 def get_logger(name: str) -> Any:
