@@ -116,6 +116,8 @@ class KeyedReplay(Generic[R]):
     """A replay of rows keyed by one id; after a flush it loads back the rows it touches."""
 
     table: str
+    key_field: str
+    """The event field naming the row an event touches (`request_id`, `batch_id`)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, R] = {}
@@ -147,7 +149,7 @@ class KeyedReplay(Generic[R]):
 
     def key(self, event: DomainEvent) -> str:
         """The id of the row an event touches."""
-        raise NotImplementedError
+        return str(getattr(event, self.key_field, ""))
 
     async def load(self, conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, R]:
         """The stored rows with these ids."""

@@ -21,7 +21,6 @@ from statemachine.events import (
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
-    DomainEvent,
 )
 from statemachine.openai_status import state_for
 from statemachine.states import BatchState as BS
@@ -154,10 +153,7 @@ class BatchesReplay(KeyedReplay[BatchRow]):
     """A rebuild's fold of batches."""
 
     table = "batches"
-
-    def key(self, event: DomainEvent) -> str:
-        """The batch an event belongs to."""
-        return str(getattr(event, "batch_id", ""))
+    key_field = "batch_id"
 
     async def load(
         self, conn: asyncpg.Connection, table: str, ids: list[str]

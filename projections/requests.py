@@ -11,7 +11,6 @@ import msgspec
 from eventstore import RecordedEvent
 from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
 from statemachine.events import (
-    DomainEvent,
     RequestBatched,
     RequestCompleted,
     RequestFailed,
@@ -183,6 +182,7 @@ class RequestsReplay(KeyedReplay[RequestRow]):
     """A rebuild's fold of requests and analyses; the counters are counted at the end."""
 
     table = "requests"
+    key_field = "request_id"
 
     def __init__(self) -> None:
         super().__init__()
@@ -192,10 +192,6 @@ class RequestsReplay(KeyedReplay[RequestRow]):
     def held(self) -> int:
         """Requests and analyses held in memory."""
         return len(self.rows) + len(self.analyses)
-
-    def key(self, event: DomainEvent) -> str:
-        """The request an event belongs to."""
-        return str(getattr(event, "request_id", ""))
 
     async def load(
         self, conn: asyncpg.Connection, table: str, ids: list[str]
