@@ -17,7 +17,7 @@ Progress = Callable[[int, int], None]
 Hook = Callable[[], Awaitable[None]]
 SHADOW = "__rebuild"
 RETIRED = "__retired"
-MAX_ROWS = 200_000  # rows a projection folds in memory before writing them out (~100 MB)
+MAX_ROWS = 200_000  # rows a projection holds in memory before writing them out (~130 MB)
 
 
 def shadow_tables(projection: Projection) -> dict[str, str]:

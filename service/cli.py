@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-rows",
         type=_positive_int,
         help="rows a projection folds in memory before writing them out"
-        " (default 200,000, about 100 MB)",
+        " (default 200,000, about 130 MB)",
     )
     p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
     p.set_defaults(handler=cmd_projections)
