@@ -15,6 +15,7 @@ import msgspec
 from eventstore.errors import ConcurrencyError, DuplicateEventError, StreamConflict
 from eventstore.listener import NOTIFY_CHANNEL, Listener
 from eventstore.model import EventMetadata, NewEvent, RecordedEvent, StreamAppend
+from eventstore.tail import Tail
 
 if TYPE_CHECKING:
     from eventstore.subscription import Subscription
@@ -30,6 +31,7 @@ _SELECT = (
     "SELECT position, stream_id, stream_version, event_id, event_type, data::text,"
     " metadata::text, recorded_at FROM events"
 )
+TAIL_CAPACITY = 10_000  # newest events kept in memory for live subscriptions (~10 MB)
 _CONFLICT_SQLSTATE = "BL409"
 _EVENT_ID_KEY = "events_event_id_key"
 
@@ -64,24 +66,35 @@ def _to_event(row: asyncpg.Record) -> RecordedEvent:
 class EventStore:
     """Append to and read from the `events` table through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, *, writer_lock_key: int = WRITER_LOCK_KEY):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        *,
+        writer_lock_key: int = WRITER_LOCK_KEY,
+        tail_capacity: int = TAIL_CAPACITY,
+    ):
         self.pool = pool
         self.dsn = dsn
         self.writer_lock_key = writer_lock_key
         self._notifier = Notifier(pool)
         self.listener = Listener(dsn)
+        self.tail = Tail(self, capacity=tail_capacity)
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> EventStore:
+    async def open(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, tail_capacity: int = TAIL_CAPACITY
+    ) -> EventStore:
         """Create a pool on `dsn` with the codecs the store needs."""
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=init_connection
         )
-        return cls(pool, dsn)
+        return cls(pool, dsn, tail_capacity=tail_capacity)
 
     async def close(self) -> None:
         """Stop the notifier and the listener, and close the pool."""
         await self._notifier.close()
+        await self.tail.close()
         await self.listener.close()
         await self.pool.close()
 

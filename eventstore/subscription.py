@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
-from eventstore.model import RecordedEvent
+from eventstore.model import RecordedEvent, category_of
 
 if TYPE_CHECKING:
     from eventstore.store import EventStore
@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 class Subscription:
     """Yields every event after a position, in position order, for as long as it is iterated.
 
-    Reading is done by position through the pool; a NOTIFY on the store's shared
-    listener only shortens the wait. When that connection is lost the subscription
-    keeps polling every `poll_interval` while the listener reconnects, so a dead
-    listener slows delivery but never stops it.
+    Catching up, it reads pages by position through the pool; once it reaches the
+    store's tail window it takes new events from there, read once for all live
+    subscriptions. A NOTIFY on the store's shared listener only shortens the wait. When
+    that connection is lost, reads fall back to polling every `poll_interval` while
+    the listener reconnects, so a dead listener slows delivery but never stops it.
     """
 
     def __init__(
@@ -57,23 +58,45 @@ class Subscription:
 
     async def next_page(self) -> list[RecordedEvent]:
         """The next non-empty page after the current position, waiting for one if needed."""
+        tail = self._store.tail
         while True:
-            await self._store.listener.ensure()
-            # Clear before reading: a NOTIFY that lands during the read still wakes the wait.
-            self._wake.clear()
-            filtered = bool(self._types or self._categories)
-            head = await self._store.head() if filtered else 0
-            page = await self._store.read_all(
-                self.position, self._page_size, types=self._types, categories=self._categories
-            )
+            tail.start(self._poll_interval)  # again each turn: a reader that died restarts
+            window = tail.after(self.position, self._page_size)
+            if window is None:
+                page = await self._read()
+            elif window:
+                self.position = window[-1].position
+                page = [e for e in window if self._wanted(e)]
+            else:
+                await tail.grown(self._poll_interval)
+                continue
             if page:
-                self.position = page[-1].position
                 return page
-            # Positions commit in order, so nothing at or below a head read before the
-            # query can still appear: skip past it instead of rescanning it next time.
-            self.position = max(self.position, head)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _read(self) -> list[RecordedEvent]:
+        """A page from the database, for a subscription behind (or ahead of) the tail."""
+        await self._store.listener.ensure()
+        # Clear before reading: a NOTIFY that lands during the read still wakes the wait.
+        self._wake.clear()
+        filtered = bool(self._types or self._categories)
+        head = await self._store.head() if filtered else 0
+        page = await self._store.read_all(
+            self.position, self._page_size, types=self._types, categories=self._categories
+        )
+        if page:
+            self.position = page[-1].position
+            return page
+        # Positions commit in order, so nothing at or below a head read before the
+        # query can still appear: skip past it instead of rescanning it next time.
+        self.position = max(self.position, head)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        return []
+
+    def _wanted(self, event: RecordedEvent) -> bool:
+        if self._types and event.type not in self._types:
+            return False
+        return not self._categories or category_of(event.stream_id) in self._categories
 
     @property
     def listening(self) -> bool:

@@ -304,6 +304,70 @@ async def test_subscriptions_of_one_store_share_one_listen_connection_and_are_wo
     assert {tuple(e.position for e in g) for g in got} == {(1, 2)}
 
 
+async def test_live_subscriptions_share_one_read_of_each_new_event(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    read_all = store.read_all
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        return await read_all(*args, **kwargs)
+
+    monkeypatch.setattr(store, "read_all", counted)
+    subs = [store.subscribe(after=0, poll_interval=60) for _ in range(20)]
+    got: list[list[RecordedEvent]] = [[] for _ in subs]
+    tasks = [asyncio.create_task(collect(s, g)) for s, g in zip(subs, got, strict=True)]
+    await asyncio.sleep(0.2)
+    for n in range(1, 11):
+        await store.append(f"thing-{n}", 0, [ev(n=n)])
+
+        async def everyone_has_it(n: int = n) -> bool:
+            return all(len(g) == n for g in got)
+
+        await wait_for(everyone_has_it, timeout=5)
+    for t in tasks:
+        t.cancel()
+    for s in subs:
+        await s.close()
+    assert {tuple(e.position for e in g) for g in got} == {tuple(range(1, 11))}
+    # One first read each before the window opens, then about one per append; each
+    # subscription reading for itself would make at least 20 x 10.
+    assert reads <= 40
+
+
+async def test_a_subscription_left_behind_by_the_tail_window_reads_the_rest_from_the_log(
+    db_dsn: str,
+) -> None:
+    store = await EventStore.open(db_dsn, tail_capacity=5)
+    try:
+        follower = store.subscribe(after=0, poll_interval=0.05)  # keeps the window moving
+        followed: list[RecordedEvent] = []
+        follow = asyncio.create_task(collect(follower, followed))
+        slow = store.subscribe(after=0, page_size=3, poll_interval=0.05)
+        await asyncio.sleep(0.2)
+        await store.append("thing-0", 0, [ev(n=0)])
+        first = await slow.next_page()
+        for n in range(1, 31):
+            await store.append(f"thing-{n}", 0, [ev(n=n)])
+
+        async def window_moved_on() -> bool:
+            return len(followed) == 31
+
+        await wait_for(window_moved_on)
+        assert store.tail.after(first[-1].position, 3) is None, "position 1 left the window"
+        rest: list[RecordedEvent] = []
+        while len(rest) < 30:
+            rest += await slow.next_page()
+        follow.cancel()
+        await follower.close()
+        await slow.close()
+    finally:
+        await store.close()
+    assert [e.position for e in first + rest] == list(range(1, 32))
+
+
 async def test_migrate_twice_applies_nothing_the_second_time(db_dsn: str) -> None:
     from service.database import migrate, pending
 
