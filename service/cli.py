@@ -189,12 +189,24 @@ def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = tsub.add_parser("create", help="create a token and print it once")
-    c.add_argument("--name", required=True, help="unique name, recorded as the actor of writes")
-    c.add_argument("--role", required=True, choices=["support", "admin", "superadmin"])
-    tsub.add_parser("list", help="list tokens (names, roles, dates; never secrets)")
+    c.add_argument(
+        "--name",
+        required=True,
+        help="unique name, recorded as the actor of writes; never reused, even once revoked",
+    )
+    c.add_argument(
+        "--role", required=True, choices=["support", "admin", "superadmin"], help="its role"
+    )
+    listing = tsub.add_parser("list", help="list tokens (names, roles, dates; never secrets)")
     r = tsub.add_parser("revoke", help="revoke a token by name, effective at once")
     r.add_argument("name")
-    p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+    # On each action too, so it may come after the action's own options.
+    for parser in (p, c, listing, r):
+        parser.add_argument(
+            "--database-url",
+            default=argparse.SUPPRESS if parser is not p else None,
+            help="PostgreSQL DSN (default: $DATABASE_URL)",
+        )
     p.set_defaults(handler=cmd_tokens)
 
 

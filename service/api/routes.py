@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service.api import handlers as h
 from service.api import schemas as s
+from service.api import token_handlers as th
 from service.api.tokens import Role
 
 BASE = "/api/admin/legacy"
@@ -176,6 +177,40 @@ ROUTES: tuple[Route, ...] = (
         None,
         errors=(400,),
         content_type="text/event-stream",
+    ),
+    Route(
+        "GET",
+        f"{BASE}/tokens",
+        th.list_all,
+        Role.superadmin,
+        "List API tokens (never their secrets)",
+        s.NoQuery,
+        None,
+        s.TokensResponse,
+        errors=(400,),
+    ),
+    Route(
+        "POST",
+        f"{BASE}/tokens",
+        th.create,
+        Role.superadmin,
+        "Create an API token, answered once",
+        s.NoQuery,
+        s.TokenBody,
+        s.TokenCreatedResponse,
+        status=201,
+        errors=(400, 409, 413, 415),
+    ),
+    Route(
+        "POST",
+        f"{BASE}/tokens/{{id}}/revoke",
+        th.revoke,
+        Role.superadmin,
+        "Revoke an API token by name",
+        s.NoQuery,
+        None,
+        s.TokenRevokedResponse,
+        errors=(400, 404),
     ),
     Route("GET", f"{BASE}/openapi.json", _openapi, Role.support, "This document", None, None, None),
     Route(

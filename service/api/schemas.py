@@ -100,6 +100,13 @@ class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     ) = None
 
 
+class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /tokens."""
+
+    name: Id
+    role: Literal["support", "admin", "superadmin"]
+
+
 class Response(msgspec.Struct, rename="camel"):
     """Base of success bodies."""
 
@@ -302,6 +309,38 @@ class EventsResponse(Response):
 
     events: list[EventItem] = msgspec.field(default_factory=list)
     next_after: int = 0
+
+
+class TokenItem(msgspec.Struct, rename="camel"):
+    """A token as listed: never its secret or hash."""
+
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+class TokensResponse(Response):
+    """GET /tokens."""
+
+    tokens: list[TokenItem] = msgspec.field(default_factory=list)
+
+
+class TokenCreatedResponse(Response):
+    """POST /tokens: the token itself, shown this once."""
+
+    name: str = ""
+    role: str = ""
+    token: str = ""
+
+
+class TokenRevokedResponse(Response):
+    """POST /tokens/{id}/revoke."""
+
+    name: str = ""
+    revoked: bool = True
 
 
 class ErrorBody(msgspec.Struct):

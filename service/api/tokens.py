@@ -46,34 +46,47 @@ def _split(token: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-async def create_token(conn: asyncpg.Pool | asyncpg.Connection, name: str, role: Role) -> str:
+async def create_token(
+    conn: asyncpg.Pool | asyncpg.Connection, name: str, role: Role, *, by: str = "cli"
+) -> str:
     """A new token for `name`; the only time its full value exists outside the client."""
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)  # 256-bit secret
     try:
         await conn.execute(
-            "INSERT INTO api_tokens (token_id, name, role, secret_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_tokens (token_id, name, role, secret_hash, created_by)"
+            " VALUES ($1, $2, $3, $4, $5)",
             token_id,
             name,
             role.name,
             _hash(secret),
+            by,
         )
     except asyncpg.UniqueViolationError:
-        raise TokenError(f"a token named {name!r} exists; revoke it or pick another name") from None
+        raise TokenError(
+            f"a token named {name!r} exists or existed; names are never reused, because events"
+            " record them as actors: pick another name"
+        ) from None
     return f"bl_{token_id}_{secret}"
 
 
-async def revoke_token(conn: asyncpg.Pool | asyncpg.Connection, name: str) -> bool:
+async def revoke_token(
+    conn: asyncpg.Pool | asyncpg.Connection, name: str, *, by: str = "cli"
+) -> bool:
     """Revoke by name; False when no active token has that name."""
     done = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL", name
+        "UPDATE api_tokens SET revoked_at = now(), revoked_by = $2"
+        " WHERE name = $1 AND revoked_at IS NULL",
+        name,
+        by,
     )
     return bool(done.endswith(" 1"))
 
 
 async def list_tokens(conn: asyncpg.Pool | asyncpg.Connection) -> list[dict[str, object]]:
-    """Every token's name, role and dates; never a secret or a hash."""
+    """Every token's name, role, dates and who created and revoked it; never a secret or hash."""
     rows = await conn.fetch(
-        "SELECT name, role, created_at, revoked_at FROM api_tokens ORDER BY created_at"
+        "SELECT name, role, created_at, created_by, revoked_at, revoked_by FROM api_tokens"
+        " ORDER BY created_at, name"
     )
     return [dict(r) for r in rows]
 

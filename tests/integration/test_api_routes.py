@@ -423,18 +423,20 @@ BODY_ROUTES = [
 async def test_every_body_route_answers_413_for_a_huge_body_and_415_for_a_non_json_one(
     api: Api, route
 ) -> None:  # type: ignore[no-untyped-def]
-    headers = {**api.auth(), "Content-Type": "application/json"}
+    auth = api.auth(route.role.name)
+    headers = {**auth, "Content-Type": "application/json"}
     huge = io.BytesIO(b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}')
     r = await api.client.post(route.path, data=huge, headers=headers)
     assert r.status == 413
     r = await api.client.post(
         route.path,
         data=b"a=b",
-        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+        headers={**auth, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status == 415
-    r = await api.client.post(route.path, data=b'{"requestIds": ', headers=headers)
     r = await api.client.post(route.path, data=b"{", headers=headers)
+    assert r.status == 400
+    assert (await r.json())["error"]["code"] == "malformed_json"
 
 
 async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> None:  # type: ignore[no-untyped-def]
