@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.api.deps import DEPS, PRINCIPAL, REQUEST_ID, Deps
+from service.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.api.errors import ApiError, make_error_middleware
 from service.api.ratelimit import client_address
 from service.api.routes import ROUTES, route_for
@@ -73,6 +74,14 @@ def create_app(deps: Deps) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[DEPS] = deps
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_end_streams)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Runs before aiohttp waits for open handlers: an event stream never ends by itself,
+    # and held a SIGTERM-ed `serve` for two minutes. Clients resume by Last-Event-ID.
+    app[CLOSING].set()

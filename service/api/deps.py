@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 
@@ -35,5 +36,7 @@ class Deps:
 
 
 DEPS = web.AppKey("deps", Deps)
+CLOSING = web.AppKey("closing", asyncio.Event)
+"""Set when the server shuts down: open event streams end so the process can exit."""
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)

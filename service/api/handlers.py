@@ -9,11 +9,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from eventstore import ConcurrencyError, RecordedEvent
+from eventstore import ConcurrencyError, RecordedEvent, Subscription
 from projections import queries
 from service.aggregates import Actor
 from service.api import schemas as s
-from service.api.deps import DEPS, PRINCIPAL, REQUEST_ID, Deps
+from service.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.api.errors import ApiError
 from service.api.io import parse_body, parse_query, respond
 from service.api.tokens import Principal
@@ -351,12 +351,12 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         after, types=_split(q.type), categories=_split(q.category), page_size=q.limit
     )
     encode = msgspec.json.Encoder().encode
+    closing = request.app[CLOSING]
     try:
         await response.write(b": connected\n\n")
-        while True:
-            try:
-                page = await asyncio.wait_for(sub.next_page(), d.heartbeat_seconds)
-            except TimeoutError:
+        while not closing.is_set():
+            page = await _next_page(sub, closing, d.heartbeat_seconds)
+            if page is None:
                 await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
                 continue
             for e in page:
@@ -373,6 +373,24 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(Exception):
             await sub.close()
     return response
+
+
+async def _next_page(
+    sub: Subscription, closing: asyncio.Event, within: float
+) -> list[RecordedEvent] | None:
+    """The next page; None when `within` seconds pass first; [] when the server is closing."""
+    reading = asyncio.ensure_future(sub.next_page())
+    stopping = asyncio.ensure_future(closing.wait())
+    done, _ = await asyncio.wait(
+        {reading, stopping}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+    )
+    stopping.cancel()
+    if reading in done:
+        return reading.result()
+    reading.cancel()  # the subscription's position moves only when a page is returned
+    with contextlib.suppress(asyncio.CancelledError):
+        await reading
+    return [] if stopping in done else None
 
 
 async def healthz(request: web.Request) -> web.Response:

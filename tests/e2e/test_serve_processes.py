@@ -147,3 +147,41 @@ async def test_two_serve_processes_on_one_database_batch_every_request_once(
         for p in procs:
             await stop(p)
     await assert_batched_once_and_no_duplicate_openai_batch(crash_store, emulator, n)
+
+
+async def test_sigterm_ends_open_event_streams_and_the_process_exits_promptly(
+    db_dsn: str, emulator: Running, crash_store: EventStore
+) -> None:
+    import aiohttp
+
+    from service.api.tokens import Role, create_token
+    from service.net import free_port
+
+    token = await create_token(crash_store.pool, "watcher", Role.support)
+    port = free_port()
+    env = serve_env(db_dsn, emulator, PORT=str(port), SSE_HEARTBEAT_SECONDS="30")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}/api/admin/legacy/events/stream"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        stream = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+                        break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+            async with stream:
+                assert await stream.content.readline() == b": connected\n"
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(10):  # it took two minutes with one stream open
+                    rest = await stream.content.read()
+                    code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, (await proc.stderr.read()).decode()[-2000:]  # type: ignore[union-attr]
+    assert rest in (b"", b"\n")
