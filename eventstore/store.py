@@ -31,7 +31,10 @@ _SELECT = (
     "SELECT position, stream_id, stream_version, event_id, event_type, data::text,"
     " metadata::text, recorded_at FROM events"
 )
-TAIL_CAPACITY = 10_000  # newest events kept in memory for live subscriptions (~10 MB)
+# The newest events kept in memory for live subscriptions: at most this many, and at most
+# this much event data (queued requests carry their transcripts).
+TAIL_CAPACITY = 10_000
+TAIL_MAX_BYTES = 32 * 1024 * 1024
 _CONFLICT_SQLSTATE = "BL409"
 _EVENT_ID_KEY = "events_event_id_key"
 
@@ -73,23 +76,30 @@ class EventStore:
         *,
         writer_lock_key: int = WRITER_LOCK_KEY,
         tail_capacity: int = TAIL_CAPACITY,
+        tail_max_bytes: int = TAIL_MAX_BYTES,
     ):
         self.pool = pool
         self.dsn = dsn
         self.writer_lock_key = writer_lock_key
         self._notifier = Notifier(pool)
         self.listener = Listener(dsn)
-        self.tail = Tail(self, capacity=tail_capacity)
+        self.tail = Tail(self, capacity=tail_capacity, max_bytes=tail_max_bytes)
 
     @classmethod
     async def open(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, tail_capacity: int = TAIL_CAPACITY
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        tail_capacity: int = TAIL_CAPACITY,
+        tail_max_bytes: int = TAIL_MAX_BYTES,
     ) -> EventStore:
         """Create a pool on `dsn` with the codecs the store needs."""
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=init_connection
         )
-        return cls(pool, dsn, tail_capacity=tail_capacity)
+        return cls(pool, dsn, tail_capacity=tail_capacity, tail_max_bytes=tail_max_bytes)
 
     async def close(self) -> None:
         """Stop the notifier and the listener, and close the pool."""

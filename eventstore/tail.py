@@ -27,11 +27,15 @@ class Tail:
     behind it reads from the database as before.
     """
 
-    def __init__(self, store: EventStore, *, capacity: int, page_size: int = 1000) -> None:
+    def __init__(
+        self, store: EventStore, *, capacity: int, max_bytes: int, page_size: int = 1000
+    ) -> None:
         self._store = store
         self._capacity = capacity
+        self._max_bytes = max_bytes  # event bodies vary (a queued request holds its transcript)
         self._page_size = page_size
         self._events: list[RecordedEvent] = []
+        self._bytes = 0
         self._base: int | None = None
         self._grown = asyncio.Event()
         self._wake = store.listener.register()
@@ -82,14 +86,24 @@ class Tail:
         if not page:
             return False
         self._events.extend(page)
-        overflow = len(self._events) - self._capacity
-        if overflow > 0:
-            del self._events[:overflow]
-            self._base += overflow
+        self._bytes += sum(len(e.data) for e in page)
+        self._trim()
         # Wake every waiter at once: each got the old event object, a new one replaces it.
         self._grown.set()
         self._grown = asyncio.Event()
         return len(page) == self._page_size
+
+    def _trim(self) -> None:
+        """Drop the oldest events until the window is within both of its limits."""
+        assert self._base is not None
+        drop = 0
+        while drop < len(self._events) and (
+            len(self._events) - drop > self._capacity or self._bytes > self._max_bytes
+        ):
+            self._bytes -= len(self._events[drop].data)
+            drop += 1
+        del self._events[:drop]
+        self._base += drop
 
     async def close(self) -> None:
         """Stop the reader."""

@@ -337,10 +337,15 @@ async def test_live_subscriptions_share_one_read_of_each_new_event(
     assert reads <= 40
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"tail_capacity": 5}, {"tail_max_bytes": 5 * len(b'{"n":10}')}],
+    ids=["by-count", "by-bytes"],
+)
 async def test_a_subscription_left_behind_by_the_tail_window_reads_the_rest_from_the_log(
-    db_dsn: str,
+    db_dsn: str, limits: dict[str, int]
 ) -> None:
-    store = await EventStore.open(db_dsn, tail_capacity=5)
+    store = await EventStore.open(db_dsn, **limits)
     try:
         follower = store.subscribe(after=0, poll_interval=0.05)  # keeps the window moving
         followed: list[RecordedEvent] = []
