@@ -136,10 +136,20 @@ async def read_source(source: str, http: aiohttp.ClientSession) -> tuple[str, Pa
 class Importer:
     """Turns a CSV export into queued analysis requests, once per session."""
 
-    def __init__(self, aggregates: Aggregates, actor: Actor, *, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        aggregates: Aggregates,
+        actor: Actor,
+        *,
+        concurrency: int = 16,
+        chunk_rows: int = 2_000,
+    ) -> None:
         self.aggregates = aggregates
         self.actor = actor
         self.concurrency = concurrency
+        # Rows fetched and queued per append: memory stays flat on a large export, and
+        # each append holds the writer lock only briefly.
+        self.chunk_rows = chunk_rows
 
     async def run(
         self,
@@ -153,10 +163,16 @@ class Importer:
             text, base = await read_source(source, http)
             rows, problems = parse_csv(text)
             report = ImportReport(rows=len(rows) + len(problems), problems=problems)
-            commands = await self._transcripts(
-                rows, base, http, company_id, model, report, progress
-            )
-        await self._queue(commands, report)
+            in_file: set[str] = set()
+            for start in range(0, len(rows), self.chunk_rows):
+                chunk = rows[start : start + self.chunk_rows]
+                commands = await self._transcripts(
+                    chunk, base, http, company_id, model, report, progress
+                )
+                # The same session twice in one file is queued once, not "already queued".
+                fresh = [c for c in commands if c.request_id not in in_file]
+                in_file.update(c.request_id for c in commands)
+                await self._queue(fresh, report)
         report.problems.sort(key=lambda p: p.line)
         return report
 

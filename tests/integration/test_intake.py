@@ -103,8 +103,9 @@ async def transcript_server() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("chunk_rows", [2_000, 2], ids=["one-chunk", "chunks-of-2"])
 async def test_import_fetches_http_file_and_relative_transcripts_and_reports_the_rest(
-    store: EventStore, tmp_path: Path, transcript_server: str
+    store: EventStore, tmp_path: Path, transcript_server: str, chunk_rows: int
 ) -> None:
     (tmp_path / "rel.txt").write_text(GOOD)
     (tmp_path / "abs.txt").write_text(GOOD)
@@ -122,7 +123,7 @@ async def test_import_fetches_http_file_and_relative_transcripts_and_reports_the
             row("S1", "rel.txt"),  # the same session twice in one file: queued once
         ],
     )
-    importer = Importer(aggregates(store), Actor("import"))
+    importer = Importer(aggregates(store), Actor("import"), chunk_rows=chunk_rows)
     report = await importer.run(str(source), "acme", "gpt-4o-mini")
     assert (report.rows, report.queued, report.already_queued) == (8, 3, 0)
     assert [(p.line, p.reason.split(":")[0]) for p in report.problems] == [
