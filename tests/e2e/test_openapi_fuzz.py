@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ async def _prepare(dsn: str, admin_dsn: str, name: str, template: str) -> str:
 
 @pytest.fixture(scope="module")
 def live_api(pg_server: Server, template_db: str) -> Iterator[Live]:
-    name = "bl_fuzz_api"
+    name = f"bl_fuzz_api_{os.getpid()}"  # two runs on one server do not share it
     dsn = with_database(pg_server.dsn, name)
     token = asyncio.run(_prepare(dsn, pg_server.dsn, name, template_db))
     emulator, emulator_url = start_emulator()
@@ -78,6 +79,15 @@ def live_api(pg_server: Server, template_db: str) -> Iterator[Live]:
     finally:
         stop(serve)
         stop(emulator)
+        asyncio.run(_drop(pg_server.dsn, name))
+
+
+async def _drop(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.mark.slow
