@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from service.config import ConfigError, Settings, load_settings
+from service.config import ConfigError, Settings, load_settings, require_openai_key
 from service.embedded import EmbeddedUnavailable
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -162,6 +162,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the schedulers, projection runners and admin API until SIGINT or SIGTERM."""
     from service.serve import serve
 
+    if not args.no_schedulers and (
+        settings.batch_creation_enabled or settings.batch_polling_enabled
+    ):
+        require_openai_key(settings)
     return asyncio.run(
         serve(
             settings,
@@ -325,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
+    except ConfigError as exc:
+        print(f"batchledger: configuration error: {exc}", file=sys.stderr)
+        return 2
     except EmbeddedUnavailable as exc:
         print(f"batchledger: {exc}", file=sys.stderr)
         return 2

@@ -19,12 +19,15 @@ class ConfigError(ValueError):
     """A variable is set to a value the service cannot run with."""
 
 
+EMULATOR_KEY = "sk-emulator"  # the default key: what `batchledger emulator` accepts
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything configurable, with the defaults documented in .env.example."""
 
     database_url: str | None = None
     data_dir: str | None = None
-    openai_api_key: str = "sk-emulator"
+    openai_api_key: str = EMULATOR_KEY
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = 60.0
@@ -151,6 +154,16 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 
 _FIELD = {"BATCHLEDGER_DATA_DIR": "data_dir"}
 _SECRETS = {"OPENAI_API_KEY", "DATABASE_URL"}  # a DSN may carry a password
+
+
+def require_openai_key(settings: Settings) -> None:
+    """Refuse to send the emulator's placeholder key to the real OpenAI."""
+    if settings.openai_base_url is None and settings.openai_api_key == EMULATOR_KEY:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: the schedulers would call api.openai.com with the"
+            " emulator's placeholder key. Set your key, or point OPENAI_BASE_URL at"
+            " `batchledger emulator` (e.g. http://127.0.0.1:8089/v1)."
+        )
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:

@@ -77,3 +77,16 @@ def test_invalid_configuration_stops_the_command_naming_the_variable(
     err = capsys.readouterr().err
     assert name in err
     assert "configuration error" in err
+
+
+def test_serve_refuses_to_send_the_placeholder_key_to_the_real_openai(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("BATCH_CREATION_ENABLED", raising=False)
+    monkeypatch.delenv("BATCH_POLLING_ENABLED", raising=False)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error: OPENAI_API_KEY is not set" in err
+    assert "OPENAI_BASE_URL" in err
