@@ -1,4 +1,4 @@
-"""Event store suites: batched and single appends, reading the whole log."""
+"""Event store suites: batched and single appends, reading the whole log, live fan-out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from statistics import median
 
 import msgspec
 
-from eventstore import EventMetadata, NewEvent, StreamAppend
+from eventstore import EventMetadata, EventStore, NewEvent, StreamAppend, Subscription
 from service.bench.core import Bench, Result, suite, with_baseline
 from service.ids import uuid7
 
@@ -161,3 +161,42 @@ async def read_all(b: Bench) -> list[Result]:
         position = rows[-1][0]
     raw = head / (time.perf_counter() - t)
     return [with_baseline("read_all", ours, "events/s", "fetch_raw", raw)]
+
+
+@suite("fanout")
+async def fanout(b: Bench) -> list[Result]:
+    """Events/s delivered to 100 live subscriptions sharing the tail window vs own reads.
+
+    The baseline runs the same subscriptions on a store whose window holds nothing, so
+    each subscription reads every new event from the database itself (as before the
+    window existed).
+    """
+    subscribers, appends = b.size(100, 20), b.size(200, 50)
+    shared = await _fanout(b.store, subscribers, appends, "shared")
+    alone = await EventStore.open(b.store.dsn, max_size=8, tail_capacity=0)
+    try:
+        own = await _fanout(alone, subscribers, appends, "own")
+    finally:
+        await alone.close()
+    return [with_baseline("fanout", shared, "deliveries/s", "own_reads", own)]
+
+
+async def _fanout(store: EventStore, subscribers: int, appends: int, prefix: str) -> float:
+    """Deliveries/s while `appends` appends of 10 events reach every live subscription."""
+    head, total = await store.head(), appends * 10
+    subs = [store.subscribe(after=head, poll_interval=1.0) for _ in range(subscribers)]
+
+    async def drain(sub: Subscription) -> None:
+        got = 0
+        while got < total:
+            got += len(await sub.next_page())
+
+    t = time.perf_counter()
+    readers = [asyncio.create_task(drain(s)) for s in subs]
+    for i in range(appends):
+        await store.append(f"{prefix}-{i}", 0, [_event(i * 10 + j) for j in range(10)])
+    await asyncio.gather(*readers)
+    elapsed = time.perf_counter() - t
+    for s in subs:
+        await s.close()
+    return subscribers * total / elapsed

@@ -59,14 +59,14 @@ async def run(admin_dsn: str, names: list[str], *, quick: bool) -> list[Result]:
 def table(results: list[Result]) -> str:
     """The results as a fixed-width table."""
     head = (
-        f"{'name':<24}{'value':>14} {'unit':<10}{'baseline':<14}{'baseline_value':>16}{'ratio':>8}"
+        f"{'name':<24}{'value':>14} {'unit':<13}{'baseline':<14}{'baseline_value':>16}{'ratio':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         base = f"{r.baseline_value:>16,.1f}" if r.baseline_value is not None else f"{'-':>16}"
         ratio = f"{r.ratio:>8.2f}" if r.ratio is not None else f"{'-':>8}"
         lines.append(
-            f"{r.name:<24}{r.value:>14,.1f} {r.unit:<10}{r.baseline or '-':<14}{base}{ratio}"
+            f"{r.name:<24}{r.value:>14,.1f} {r.unit:<13}{r.baseline or '-':<14}{base}{ratio}"
         )
     return "\n".join(lines)
 

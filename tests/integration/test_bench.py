@@ -11,7 +11,15 @@ from service.bench.core import Result
 from service.bench.runner import SUITES  # importing the runner registers every suite
 from service.cli import build_parser, main
 
-IN_PROCESS = ["append_batched", "append_single", "read_all", "decide", "rebuild", "read_latency"]
+IN_PROCESS = [
+    "append_batched",
+    "append_single",
+    "read_all",
+    "fanout",
+    "decide",
+    "rebuild",
+    "read_latency",
+]
 
 
 def test_quick_bench_writes_every_figure_with_its_same_run_baseline(
@@ -24,6 +32,7 @@ def test_quick_bench_writes_every_figure_with_its_same_run_baseline(
     names = {r.name for r in results}
     assert {"append_batched", "append_batched_keyed", "append_single", "read_all"} <= names
     assert {"rebuild", "decide_rate", "summary_latency_p99", "requests_page_latency_p99"} <= names
+    assert "fanout" in names
     for r in results:
         assert r.value > 0, r.name
         if r.baseline is not None:
@@ -36,5 +45,5 @@ def test_bench_help_names_every_suite(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert len(SUITES) == 8
+    assert len(SUITES) == 9
     assert [name for name in SUITES if name not in text] == []
