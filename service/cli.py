@@ -8,7 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from service.config import ConfigError, Settings, load_settings, require_openai_key
+from service.config import (
+    ConfigError,
+    Settings,
+    StartupError,
+    load_settings,
+    require_openai_key,
+)
 from service.embedded import EmbeddedUnavailable
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -337,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ConnectionRefusedError as exc:
         print(f"batchledger: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    except StartupError as exc:
+        print(f"batchledger: {exc}", file=sys.stderr)
         return 1
 
 

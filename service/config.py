@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A variable is set to a value the service cannot run with."""
 
 
+class StartupError(RuntimeError):
+    """A command could not start something it needs (a port, a process)."""
+
+
 EMULATOR_KEY = "sk-emulator"  # the default key: what `batchledger emulator` accepts
 
 

@@ -36,10 +36,18 @@ async def serve(
 
         jobs.append(run_api(runtime, settings, stop))
     log.info("serve.started", schedulers=schedulers, projections=projections, api=api)
+    tasks = [asyncio.ensure_future(job) for job in jobs]
     try:
-        await asyncio.gather(*jobs)
+        # A component that fails (the API cannot bind its port, say) stops the others:
+        # the process exits instead of running on without it.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await runtime.close()
         log.info("serve.stopped")
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return 0

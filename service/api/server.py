@@ -12,7 +12,7 @@ from service.api.app import create_app
 from service.api.cursor import Cursors
 from service.api.deps import Deps
 from service.api.ratelimit import RateLimiter, parse_networks
-from service.config import Settings
+from service.config import Settings, StartupError
 from service.logs import get_logger
 from service.runtime import Runtime
 
@@ -52,7 +52,14 @@ async def run_api(runtime: Runtime, settings: Settings, stop: asyncio.Event) -> 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"the admin API cannot listen on {settings.host}:{settings.port}:"
+            f" {exc.strerror or exc} (set HOST / PORT, or run with --no-api)"
+        ) from None
     get_logger("api").info("api.listening", host=settings.host, port=settings.port)
     try:
         await stop.wait()

@@ -185,3 +185,25 @@ async def test_sigterm_ends_open_event_streams_and_the_process_exits_promptly(
             await proc.wait()
     assert code == 0, (await proc.stderr.read()).decode()[-2000:]  # type: ignore[union-attr]
     assert rest in (b"", b"\n")
+
+
+async def test_serve_whose_port_is_taken_exits_1_saying_so_and_stops_everything(
+    db_dsn: str, emulator: Running
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = serve_env(db_dsn, emulator, PORT=str(port))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    assert proc.returncode == 1
+    text = err.decode()
+    assert f"the admin API cannot listen on 127.0.0.1:{port}" in text
+    assert "Traceback" not in text
+    assert "Task was destroyed but it is pending" not in text
