@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -48,6 +49,14 @@ _HTTP_CODES = {
 }
 
 
+_DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def make_error_middleware(log: object) -> Middleware:
     """Domain, validation and HTTP errors to the envelope; anything else a logged 500."""
 
@@ -66,6 +75,15 @@ def make_error_middleware(log: object) -> Middleware:
                 raise
             code = _HTTP_CODES.get(e.status, "http_error")
             return error_response(e.status, code, e.reason or code)
+        except _DATABASE_DOWN as e:
+            # Not the client's fault and not a bug: say so, so balancers and clients retry.
+            log.warning("api.database_unavailable", path=request.path, error=type(e).__name__)  # type: ignore[attr-defined]
+            return error_response(
+                503,
+                "database_unavailable",
+                "the database is unreachable; try again shortly",
+                {"Retry-After": "5"},
+            )
         except Exception:
             log.exception("api.unhandled", path=request.path)  # type: ignore[attr-defined]
             return error_response(500, "internal", "internal error; it was logged")

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from service.api.routes import ROUTES, Route
+from service.api.routes import AUTH_ERRORS, ROUTES, Route
 from service.api.schemas import ErrorResponse
 
 _REF = "#/components/schemas/{name}"
@@ -50,7 +50,8 @@ def _content(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]:
 
 def _operation(route: Route, refs: dict[type, dict[str, Any]]) -> dict[str, Any]:
     error = {"application/json": {"schema": refs[ErrorResponse]}}
-    statuses = set(route.errors) | ({401, 403, 429} if route.role is not None else set())
+    # Every authenticated route reads the database (the token, at least): 503 when it is down.
+    statuses = set(route.errors) | (set(AUTH_ERRORS) | {503} if route.role is not None else set())
     if route.body is not None:
         statuses |= {400, 413, 415}
     op: dict[str, Any] = {

@@ -461,6 +461,34 @@ async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> No
         await client.close()
 
 
+async def test_a_route_answers_503_with_retry_after_while_the_database_is_down(
+    api_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    from dataclasses import replace
+
+    import asyncpg
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from eventstore import EventStore
+    from service.api.app import create_app
+    from service.api.deps import DEPS
+
+    api: Api = await api_factory()
+    deps = api.client.server.app[DEPS]
+    nowhere = "postgresql://postgres@127.0.0.1:1/none"
+    pool = await asyncpg.create_pool(nowhere, min_size=0)
+    client = TestClient(TestServer(create_app(replace(deps, store=EventStore(pool, nowhere)))))
+    await client.start_server()
+    try:
+        r = await client.get(f"{BASE}/summary", headers=api.auth("support"))
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "5"
+        assert (await r.json())["error"]["code"] == "database_unavailable"
+    finally:
+        await client.close()
+        await pool.close()
+
+
 async def test_nul_characters_are_refused_at_the_edge_not_by_the_database(api: Api) -> None:
     body = {"companyId": "a", "sessionId": "s", "messages": [{"role": "User", "content": "a\x00b"}]}
     status, err = await post(api, "/requests", body)
