@@ -70,8 +70,9 @@ class ImportReport:
 def parse_csv(text: str) -> tuple[list[SessionRow], list[Problem]]:
     """Valid rows and the problems of the others, each with its line number."""
     rows, problems = [], []
-    # The csv module stops at a NUL byte; exports sometimes carry them, and they mean nothing.
-    reader = csv.reader(io.StringIO(text.replace("\x00", "")))
+    # The csv module stops at a NUL byte; exports sometimes carry them, and they mean
+    # nothing. A byte-order mark would become part of the first session id.
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff").replace("\x00", "")))
     line = 1
     for record in reader:
         start, line = line, reader.line_num + 1

@@ -31,8 +31,10 @@ def parse_time(value: str) -> datetime:
 def parse_transcript(text: str) -> list[Message]:
     """The messages of a transcript; lines without a header continue the previous message."""
     messages: list[Message] = []
-    # NUL characters carry nothing and PostgreSQL cannot store them: drop them.
-    for raw in text.replace("\x00", "").replace("\r\n", "\n").split("\n"):
+    # A byte-order mark (Windows editors save one) is not text; NUL characters carry
+    # nothing and PostgreSQL cannot store them: drop both.
+    clean = text.removeprefix("\ufeff").replace("\x00", "").replace("\r\n", "\n")
+    for raw in clean.split("\n"):
         match = _LINE.match(raw)
         if match:
             try:

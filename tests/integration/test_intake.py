@@ -57,6 +57,14 @@ def test_transcript_lines_without_a_header_continue_the_previous_message() -> No
     assert render(messages).splitlines()[0] == "[01.10.2026 09:00:00] User: Hello?"
 
 
+def test_a_byte_order_mark_is_not_part_of_a_session_id_or_a_transcript() -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([row("S1", "a.txt")])
+    rows, problems = parse_csv("\ufeff" + buffer.getvalue())
+    assert (problems, [r.session_id for r in rows]) == ([], ["S1"])
+    assert parse_transcript("\ufeff" + GOOD) == parse_transcript(GOOD)
+
+
 @pytest.mark.parametrize("text", ["", "no header at all", "[32.13.2026 25:00:00] User: bad time"])
 def test_text_that_is_not_a_transcript_is_refused(text: str) -> None:
     with pytest.raises(TranscriptError):
