@@ -6,6 +6,7 @@ import sys
 
 from eventstore import EventStore
 from service.aggregates import Actor, Aggregates
+from service.database import migrate
 from service.ids import uuid7
 from service.intake import Importer, ImportReport
 from service.runtime import utc_now
@@ -25,6 +26,7 @@ async def run_import(dsn: str, source: str, company_id: str, model: str) -> int:
     """Import `source` for `company_id`; 0 when every row imported, 1 otherwise."""
     from tqdm import tqdm
 
+    await migrate(dsn)  # a first import may come before any `serve` or `migrate`
     store = await EventStore.open(dsn, max_size=4)
     bar = tqdm(desc="transcripts", unit="row", disable=not sys.stderr.isatty())
     try:

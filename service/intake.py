@@ -120,7 +120,15 @@ async def fetch_transcript(url: str, base: Path, http: aiohttp.ClientSession) ->
         raise OSError(f"unsupported scheme {parsed.scheme!r}")
     if len(body) > MAX_TRANSCRIPT_BYTES:
         raise OSError(f"larger than {MAX_TRANSCRIPT_BYTES} bytes")
-    return body.decode("utf-8", errors="replace")
+    return decode_text(body)
+
+
+def decode_text(body: bytes) -> str:
+    """UTF-8, or Windows-1252 when it is not valid UTF-8 (what older exports were saved in)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
 
 
 async def read_source(source: str, http: aiohttp.ClientSession) -> tuple[str, Path]:
@@ -129,9 +137,9 @@ async def read_source(source: str, http: aiohttp.ClientSession) -> tuple[str, Pa
         async with http.get(source, timeout=aiohttp.ClientTimeout(total=60)) as response:
             if response.status != 200:
                 raise OSError(f"HTTP {response.status} for {source}")
-            return await response.text(), Path.cwd()
+            return decode_text(await response.read()), Path.cwd()
     path = Path(unquote(urlparse(source).path)) if source.startswith("file://") else Path(source)
-    return await asyncio.to_thread(path.read_text, encoding="utf-8"), path.parent
+    return decode_text(await asyncio.to_thread(path.read_bytes)), path.parent
 
 
 class Importer:
