@@ -8,10 +8,12 @@ import time
 from eventstore import EventStore
 from projections.rebuild import MAX_ROWS, rebuild
 from projections.registry import all_projections, status
+from service.database import migrate
 
 
 async def status_command(dsn: str) -> int:
     """Print each projection's checkpoint, lag and rows."""
+    await migrate(dsn)  # a fresh database has no tables to report on yet
     store = await EventStore.open(dsn, max_size=2)
     try:
         for row in await status(store):
@@ -36,6 +38,7 @@ async def rebuild_command(dsn: str, names: list[str], *, max_rows: int | None = 
             file=sys.stderr,
         )
         return 2
+    await migrate(dsn)
     store = await EventStore.open(dsn, max_size=2)
     try:
         chosen = [known[n] for n in names or list(known)]

@@ -68,6 +68,19 @@ async def db_dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def empty_db_dsn(pg_server: Server) -> AsyncIterator[str]:
+    """A fresh database nothing has migrated, as a first run meets it; dropped afterwards."""
+    name = f"bl_empty_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_server.dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield with_database(pg_server.dsn, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
 async def store(db_dsn: str) -> AsyncIterator[EventStore]:
     """An event store on the test's database."""
     es = await EventStore.open(db_dsn, max_size=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +14,9 @@ from aiohttp import web
 
 from eventstore import EventStore
 from service.aggregates import Actor
-from service.dsn import with_database
 from service.intake import Importer, parse_csv
 from service.synthetic import aggregates
 from service.transcripts import TranscriptError, parse_transcript, render
-from tests.pgharness import Server
 
 GOOD = "[01.10.2026 09:00:00] User: Hello?\n[01.10.2026 09:00:05] Assistant: Hi!\nHow can I help?\n"
 
@@ -175,49 +172,22 @@ def test_import_command_exits_1_when_a_row_failed_and_0_when_all_imported(
 
 
 def test_a_windows_1252_export_and_transcript_import_with_their_accents(
-    pg_server: Server, tmp_path: Path
+    empty_db_dsn: str, tmp_path: Path
 ) -> None:
     """Into a database nothing has migrated yet: the first import migrates it."""
     from service.cli import main
 
-    (tmp_path / "t.txt").write_bytes(
-        "[01.10.2026 09:00:00] User: Où est le café ?\n".encode("cp1252")
-    )
+    transcript = "[01.10.2026 09:00:00] User: Où est le café ?\n"
+    (tmp_path / "t.txt").write_bytes(transcript.encode("cp1252"))
     buffer = io.StringIO()
     csv.writer(buffer).writerows([row("Séance-1", "t.txt")])
     (tmp_path / "export.csv").write_bytes(buffer.getvalue().encode("cp1252"))
-    dsn = asyncio.run(_empty_database(pg_server.dsn, f"bl_import_{os.getpid()}"))
-    try:
-        assert (
-            main(
-                ["import", str(tmp_path / "export.csv"), "--company", "acme", "--database-url", dsn]
-            )
-            == 0
-        )
-        rows = asyncio.run(_queued(dsn))
-    finally:
-        asyncio.run(_drop_database(pg_server.dsn, dsn.rsplit("/", 1)[1]))
+    args = ["import", str(tmp_path / "export.csv"), "--company", "acme"]
+    assert main([*args, "--database-url", empty_db_dsn]) == 0
+    rows = asyncio.run(_queued(empty_db_dsn))
     assert len(rows) == 1
     assert rows[0]["session_id"] == "Séance-1"
     assert "Où est le café ?" in rows[0]["transcript"]
-
-
-async def _empty_database(admin_dsn: str, name: str) -> str:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return with_database(admin_dsn, name)
-
-
-async def _drop_database(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 async def _queued(dsn: str) -> list[dict[str, object]]:

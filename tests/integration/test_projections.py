@@ -275,6 +275,17 @@ def test_rebuild_and_status_commands_report_events_rows_and_lag(
     assert "unknown projection(s): nothing" in capsys.readouterr().err
 
 
+def test_status_command_on_a_database_nothing_migrated_reports_empty_projections(
+    empty_db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    assert main(["projections", "status", "--database-url", empty_db_dsn]) == 0
+    out = capsys.readouterr().out
+    assert "requests     checkpoint=0" in out
+    assert "requests=0" in out
+
+
 def test_rebuild_command_refuses_a_row_limit_below_one(capsys: pytest.CaptureFixture[str]) -> None:
     from service.cli import main
 
