@@ -95,7 +95,13 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         **({"models": args.models.split(",")} if args.models else {}),
     )
     print(f"OpenAI Batch API emulator on http://{args.host}:{args.port}/v1", flush=True)
-    web.run_app(create_emulator_app(knobs), host=args.host, port=args.port, print=None)
+    try:
+        web.run_app(create_emulator_app(knobs), host=args.host, port=args.port, print=None)
+    except OSError as exc:
+        raise StartupError(
+            f"the emulator cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            " (choose another --port)"
+        ) from None
     return 0
 
 

@@ -90,3 +90,15 @@ def test_serve_refuses_to_send_the_placeholder_key_to_the_real_openai(
     err = capsys.readouterr().err
     assert "configuration error: OPENAI_API_KEY is not set" in err
     assert "OPENAI_BASE_URL" in err
+
+
+def test_emulator_on_a_taken_port_exits_1_saying_so(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"the emulator cannot listen on 127.0.0.1:{port}" in err
