@@ -37,6 +37,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_NAME = re.compile(r"[A-Za-z0-9._:@\-]{1,200}")  # the API's id rule
 _SHAPE = re.compile(r"bl_([0-9a-f]{16})_([A-Za-z0-9_\-]{20,100})")
 
 
@@ -50,6 +51,11 @@ async def create_token(
     conn: asyncpg.Pool | asyncpg.Connection, name: str, role: Role, *, by: str = "cli"
 ) -> str:
     """A new token for `name`; the only time its full value exists outside the client."""
+    if not _NAME.fullmatch(name):
+        raise TokenError(
+            f"{name!r} is not a token name: use 1-200 letters, digits and . _ : @ -"
+            " (it appears as the actor of events and in URLs)"
+        )
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)  # 256-bit secret
     try:
         await conn.execute(

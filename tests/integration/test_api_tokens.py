@@ -124,3 +124,7 @@ def test_tokens_command_creates_lists_and_revokes_and_never_reuses_a_name(
     )
     assert "names are never reused" in capsys.readouterr().err
     assert main(["tokens", "revoke", "nobody", "--database-url", db_dsn]) == 1
+    capsys.readouterr()
+    bad = ["tokens", "create", "--name", "two words", "--role", "support"]
+    assert main([*bad, "--database-url", db_dsn]) == 1
+    assert "'two words' is not a token name" in capsys.readouterr().err
