@@ -174,6 +174,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the schedulers, projection runners and admin API until SIGINT or SIGTERM."""
     from service.serve import serve
 
+    if args.no_schedulers and args.no_projections and args.no_api:
+        print(
+            "batchledger serve: --no-schedulers, --no-projections and --no-api together"
+            " leave nothing to run",
+            file=sys.stderr,
+        )
+        return 2
     if not args.no_schedulers and (
         settings.batch_creation_enabled or settings.batch_polling_enabled
     ):

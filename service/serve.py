@@ -40,7 +40,8 @@ async def serve(
     try:
         # A component that fails (the API cannot bind its port, say) stops the others:
         # the process exits instead of running on without it.
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if tasks:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
         stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)

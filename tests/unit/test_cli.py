@@ -102,3 +102,10 @@ def test_emulator_on_a_taken_port_exits_1_saying_so(capsys: pytest.CaptureFixtur
         assert main(["emulator", "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"the emulator cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_serve_with_every_component_switched_off_refuses_to_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--no-schedulers", "--no-projections", "--no-api"]) == 2
+    assert "leave nothing to run" in capsys.readouterr().err
