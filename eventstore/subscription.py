@@ -73,6 +73,26 @@ class Subscription:
             if page:
                 return page
 
+    async def next_page_before(
+        self, stop: asyncio.Event, within: float | None = None
+    ) -> list[RecordedEvent] | None:
+        """The next page, or None if `stop` is set or `within` seconds pass first.
+
+        The position moves only when a page is returned, so nothing is lost by giving up.
+        """
+        reading = asyncio.ensure_future(self.next_page())
+        stopping = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait(
+            {reading, stopping}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+        stopping.cancel()
+        if reading in done:
+            return reading.result()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        return None
+
     async def _read(self) -> list[RecordedEvent]:
         """A page from the database, for a subscription behind (or ahead of) the tail."""
         await self._store.listener.ensure()

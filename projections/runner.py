@@ -130,21 +130,12 @@ class ProjectionRunner:
             start, page_size=self.page_size, poll_interval=self.poll_interval
         )
         async with sub:
-            while not stop.is_set():
-                waiter = asyncio.ensure_future(sub.next_page())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if waiter not in done:
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
-                    break
-                stopper.cancel()
+            while (page := await sub.next_page_before(stop)) is not None:
                 async with self.store.pool.acquire() as conn:
                     self.position = await apply_chunk(
                         conn,
                         self.projection,
                         tables,
-                        waiter.result(),
+                        page,
                         before_commit=self.before_commit,
                     )

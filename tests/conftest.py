@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -54,30 +55,34 @@ async def template_db(pg_server: Server) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db_dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test; dropped afterwards."""
-    name = f"bl_test_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(pg_server.dsn)
+@contextlib.asynccontextmanager
+async def _scratch_database(
+    server: Server, prefix: str, template: str | None = None
+) -> AsyncIterator[str]:
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(server.dsn)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-        yield with_database(pg_server.dsn, name)
+        await admin.execute(
+            f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else "")
+        )
+        yield with_database(server.dsn, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def db_dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test; dropped afterwards."""
+    async with _scratch_database(pg_server, "bl_test", template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def empty_db_dsn(pg_server: Server) -> AsyncIterator[str]:
     """A fresh database nothing has migrated, as a first run meets it; dropped afterwards."""
-    name = f"bl_empty_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield with_database(pg_server.dsn, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with _scratch_database(pg_server, "bl_empty") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from eventstore import ConcurrencyError, RecordedEvent, Subscription
+from eventstore import ConcurrencyError, RecordedEvent
 from projections import queries
 from service.aggregates import Actor
 from service.api import schemas as s
@@ -355,9 +355,10 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b": connected\n\n")
         while not closing.is_set():
-            page = await _next_page(sub, closing, d.heartbeat_seconds)
-            if page is None:
-                await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
+            page = await sub.next_page_before(closing, d.heartbeat_seconds)
+            if page is None:  # a quiet heartbeat interval, or the server is closing
+                if not closing.is_set():
+                    await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
                 continue
             for e in page:
                 frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
@@ -373,24 +374,6 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(Exception):
             await sub.close()
     return response
-
-
-async def _next_page(
-    sub: Subscription, closing: asyncio.Event, within: float
-) -> list[RecordedEvent] | None:
-    """The next page; None when `within` seconds pass first; [] when the server is closing."""
-    reading = asyncio.ensure_future(sub.next_page())
-    stopping = asyncio.ensure_future(closing.wait())
-    done, _ = await asyncio.wait(
-        {reading, stopping}, timeout=within, return_when=asyncio.FIRST_COMPLETED
-    )
-    stopping.cancel()
-    if reading in done:
-        return reading.result()
-    reading.cancel()  # the subscription's position moves only when a page is returned
-    with contextlib.suppress(asyncio.CancelledError):
-        await reading
-    return [] if stopping in done else None
 
 
 async def healthz(request: web.Request) -> web.Response:
