@@ -7,19 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from service.api import schemas as s
-from service.api.deps import PRINCIPAL
 from service.api.errors import ApiError
-from service.api.handlers import deps, path_id
+from service.api.handlers import actor, deps, path_id
 from service.api.io import parse_body, parse_query, respond
-from service.api.tokens import Principal, Role, TokenError, create_token, list_tokens, revoke_token
+from service.api.tokens import Role, TokenError, create_token, list_tokens, revoke_token
 from service.logs import get_logger
 
 _log = get_logger("api")
-
-
-def _caller(request: web.Request) -> str:
-    principal: Principal = request[PRINCIPAL]
-    return principal.name
 
 
 async def list_all(request: web.Request) -> web.Response:
@@ -33,7 +27,7 @@ async def create(request: web.Request) -> web.Response:
     """Create a token and answer it this once; the response must not be cached."""
     parse_query(request, s.NoQuery)
     body = await parse_body(request, s.TokenBody)
-    by = _caller(request)
+    by = actor(request).name
     try:
         token = await create_token(deps(request).store.pool, body.name, Role[body.role], by=by)
     except TokenError as exc:
@@ -47,7 +41,7 @@ async def create(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     """Revoke the active token of that name, effective on its next request."""
     parse_query(request, s.NoQuery)
-    name, by = path_id(request), _caller(request)
+    name, by = path_id(request), actor(request).name
     if not await revoke_token(deps(request).store.pool, name, by=by):
         raise ApiError(404, "not_found", f"no active token named {name!r}")
     _log.info("token.revoked", name=name, by=by)
