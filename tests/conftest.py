@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 
 from eventstore import EventStore
-from service.database import migrate
-from service.dsn import with_database
-from service.emulator.app import EMULATOR, create_emulator_app
-from service.emulator.state import Emulator
+from service.adapters.database import migrate
+from service.adapters.dsn import with_database
+from service.tools.emulator.app import EMULATOR, create_emulator_app
+from service.tools.emulator.state import Emulator
 from tests.pgharness import Server, find_or_start
 
 _counter = itertools.count()

@@ -28,7 +28,7 @@ def wait_http(url: str, seconds: float = 30) -> None:
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "service.entrypoints.cli", *args],
         env=full_env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

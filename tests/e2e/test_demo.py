@@ -38,7 +38,7 @@ def test_demo_runs_every_sample_request_to_completion_without_database_url(tmp_p
         )
         assert seen.stdout.strip() != "0", "the namespace must not see a server on 127.0.0.1:5432"
     result = subprocess.run(
-        [*prefix, sys.executable, "-m", "service.cli", "demo", "--exit-when-done"],
+        [*prefix, sys.executable, "-m", "service.entrypoints.cli", "demo", "--exit-when-done"],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

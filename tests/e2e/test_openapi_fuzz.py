@@ -17,9 +17,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.api.openapi import document
-from service.api.tokens import Role, create_token
-from service.dsn import with_database
+from service.adapters.dsn import with_database
+from service.adapters.tokens import Role, create_token
+from service.entrypoints.api.openapi import document
 from service.net import free_port
 from tests.e2e.live import start, start_emulator, stop, wait_http
 from tests.pgharness import Server

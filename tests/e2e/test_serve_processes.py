@@ -12,7 +12,7 @@ import pytest
 
 from eventstore import EventStore
 from service.faults import FAULT_EXIT_CODE
-from service.synthetic import aggregates, queue_many
+from service.tools.synthetic import aggregates, queue_many
 from tests.conftest import Running
 
 TRANSCRIPT = "[01.10.2026 09:00:00] User: I am sick today, can I stay home? Thanks"
@@ -47,7 +47,7 @@ async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.cli",
+        "service.entrypoints.cli",
         "serve",
         "--no-api",
         env=env,
@@ -154,14 +154,19 @@ async def test_sigterm_ends_open_event_streams_and_the_process_exits_promptly(
 ) -> None:
     import aiohttp
 
-    from service.api.tokens import Role, create_token
+    from service.adapters.tokens import Role, create_token
     from service.net import free_port
 
     token = await create_token(crash_store.pool, "watcher", Role.support)
     port = free_port()
     env = serve_env(db_dsn, emulator, PORT=str(port), SSE_HEARTBEAT_SECONDS="30")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "service.entrypoints.cli",
+        "serve",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/api/admin/legacy/events/stream"
     try:
@@ -198,7 +203,12 @@ async def test_serve_whose_port_is_taken_exits_1_saying_so_and_stops_everything(
         port = taken.getsockname()[1]
         env = serve_env(db_dsn, emulator, PORT=str(port))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "service.entrypoints.cli",
+            "serve",
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
         )
         async with asyncio.timeout(30):
             _, err = await proc.communicate()

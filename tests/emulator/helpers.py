@@ -9,7 +9,7 @@ from typing import Any
 import openai
 from openai.types import Batch
 
-from service.analysis import chat_body
+from service.application.analysis import chat_body
 
 TRANSCRIPT = (
     "[01.02.2026 09:00:00] User: Hi, I am sick and cannot come to my shift tomorrow?\n"

@@ -191,7 +191,7 @@ async def test_invalid_output_lines_knob_breaks_the_analysis_of_the_first_answer
 ) -> None:
     import json
 
-    from service.analysis import InvalidAnalysis, parse_analysis
+    from service.application.analysis import InvalidAnalysis, parse_analysis
 
     await emulator.knobs(invalid_output_lines=1)
     done = await wait_until(client, (await submit(client, [line("a"), line("b")])).id, "completed")

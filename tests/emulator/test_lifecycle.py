@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from service.analysis import parse_analysis
+from service.application.analysis import parse_analysis
 from tests.conftest import Running
 from tests.emulator.helpers import line, lines_of, submit, wait_until
 

@@ -9,12 +9,12 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.api.app import create_app
-from service.api.ratelimit import RateLimiter
-from service.api.server import build_deps
-from service.api.tokens import Role, create_token, revoke_token
+from service.adapters.tokens import Role, create_token, revoke_token
 from service.config import Settings
-from service.runtime import Runtime
+from service.entrypoints.api.app import create_app
+from service.entrypoints.api.ratelimit import RateLimiter
+from service.entrypoints.api.server import build_deps
+from service.entrypoints.runtime import Runtime
 from tests.conftest import Running
 
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from eventstore import ConcurrencyError, EventStore
-from service.aggregates import Actor, Aggregates
-from service.synthetic import aggregates as synthetic_aggregates
+from service.application.ledger import Actor, Aggregates
+from service.tools.synthetic import aggregates as synthetic_aggregates
 from statemachine.commands import (
     AssignToBatch,
     FinishIngestion,

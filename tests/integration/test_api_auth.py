@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from service.api.routes import ROUTES
-from service.api.tokens import Role
+from service.adapters.tokens import Role
+from service.entrypoints.api.routes import ROUTES
 from tests.integration.api_fixtures import Api
 
 PROTECTED = [r for r in ROUTES if r.role is not None]
@@ -57,7 +57,7 @@ def test_every_admin_route_is_protected_and_only_health_is_public() -> None:
 
 
 async def test_revocation_takes_effect_at_once(api: Api) -> None:
-    from service.api.tokens import create_token, revoke_token
+    from service.adapters.tokens import create_token, revoke_token
 
     token = await create_token(api.runtime.store.pool, "short-lived", Role.support)
     headers = {"Authorization": f"Bearer {token}"}
@@ -118,7 +118,7 @@ class _Transport:
 def test_only_the_direct_peer_counts_unless_a_proxy_is_trusted() -> None:
     from aiohttp.test_utils import make_mocked_request
 
-    from service.api.ratelimit import client_address, parse_networks
+    from service.entrypoints.api.ratelimit import client_address, parse_networks
 
     headers = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 10.0.0.2"}
     via_proxy = make_mocked_request("GET", "/", headers=headers, transport=_Transport("10.0.0.1"))

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from service.api.routes import ROUTES
-from service.api.tokens import Role
+from service.adapters.tokens import Role
+from service.entrypoints.api.routes import ROUTES
 from service.ids import request_id
-from service.synthetic import aggregates, queue_many, run_batch
+from service.tools.synthetic import aggregates, queue_many, run_batch
 from tests.conftest import Running
 from tests.integration.api_fixtures import Api
 
@@ -396,7 +396,9 @@ async def test_metrics_move_as_the_pipeline_runs(api: Api) -> None:
 
 
 NO_QUERY_ROUTES = [
-    r for r in __import__("service.api.routes", fromlist=["ROUTES"]).ROUTES if r.query is not None
+    r
+    for r in __import__("service.entrypoints.api.routes", fromlist=["ROUTES"]).ROUTES
+    if r.query is not None
 ]
 
 
@@ -415,7 +417,9 @@ async def test_every_route_refuses_an_unknown_query_parameter_with_a_400(api: Ap
 
 
 BODY_ROUTES = [
-    r for r in __import__("service.api.routes", fromlist=["ROUTES"]).ROUTES if r.body is not None
+    r
+    for r in __import__("service.entrypoints.api.routes", fromlist=["ROUTES"]).ROUTES
+    if r.body is not None
 ]
 
 
@@ -445,8 +449,8 @@ async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> No
     from aiohttp.test_utils import TestClient, TestServer
 
     from eventstore import EventStore
-    from service.api.app import create_app
-    from service.api.deps import DEPS
+    from service.entrypoints.api.app import create_app
+    from service.entrypoints.api.deps import DEPS
 
     api: Api = await api_factory()
     deps = api.client.server.app[DEPS]
@@ -470,8 +474,8 @@ async def test_a_route_answers_503_with_retry_after_while_the_database_is_down(
     from aiohttp.test_utils import TestClient, TestServer
 
     from eventstore import EventStore
-    from service.api.app import create_app
-    from service.api.deps import DEPS
+    from service.entrypoints.api.app import create_app
+    from service.entrypoints.api.deps import DEPS
 
     api: Api = await api_factory()
     deps = api.client.server.app[DEPS]

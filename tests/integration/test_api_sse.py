@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from service.synthetic import aggregates, queue_many, run_batch
+from service.tools.synthetic import aggregates, queue_many, run_batch
 from tests.integration.api_fixtures import Api
 
 STREAM = "/api/admin/legacy/events/stream"

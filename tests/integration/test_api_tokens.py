@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import main
+from service.entrypoints.cli import main
 from tests.integration.api_fixtures import Api
 
 TOKENS = "/api/admin/legacy/tokens"

@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service.bench.core import Result
-from service.bench.runner import SUITES  # importing the runner registers every suite
-from service.cli import build_parser, main
+from service.entrypoints.cli import build_parser, main
+from service.tools.bench.core import Result
+from service.tools.bench.runner import SUITES  # importing the runner registers every suite
 
 IN_PROCESS = [
     "append_batched",

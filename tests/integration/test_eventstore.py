@@ -374,7 +374,7 @@ async def test_a_subscription_left_behind_by_the_tail_window_reads_the_rest_from
 
 
 async def test_migrate_twice_applies_nothing_the_second_time(db_dsn: str) -> None:
-    from service.database import migrate, pending
+    from service.adapters.database import migrate, pending
 
     assert await migrate(db_dsn) == []
     assert await pending(db_dsn) == []
@@ -382,7 +382,7 @@ async def test_migrate_twice_applies_nothing_the_second_time(db_dsn: str) -> Non
 
 async def test_migrate_refuses_a_migration_edited_after_it_was_applied(db_dsn: str) -> None:
     from eventstore.migrations import Migration, MigrationError, apply_migrations
-    from service.database import all_migrations
+    from service.adapters.database import all_migrations
 
     edited = [Migration(m.name, m.sql + "\n-- edited") for m in all_migrations()]
     conn = await asyncpg.connect(db_dsn)

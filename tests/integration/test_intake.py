@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from eventstore import EventStore
-from service.aggregates import Actor
-from service.intake import Importer, parse_csv
-from service.synthetic import aggregates
+from service.application.ledger import Actor
+from service.entrypoints.intake import Importer, parse_csv
+from service.tools.synthetic import aggregates
 from service.transcripts import TranscriptError, parse_transcript, render
 
 GOOD = "[01.10.2026 09:00:00] User: Hello?\n[01.10.2026 09:00:05] Assistant: Hi!\nHow can I help?\n"
@@ -156,7 +156,7 @@ async def test_import_fetches_http_file_and_relative_transcripts_and_reports_the
 def test_import_command_exits_1_when_a_row_failed_and_0_when_all_imported(
     db_dsn: str, tmp_path: Path
 ) -> None:
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     (tmp_path / "t.txt").write_text(GOOD)
     good = write_csv(tmp_path / "good.csv", [row("S1", "t.txt")])
@@ -175,7 +175,7 @@ def test_a_windows_1252_export_and_transcript_import_with_their_accents(
     empty_db_dsn: str, tmp_path: Path
 ) -> None:
     """Into a database nothing has migrated yet: the first import migrates it."""
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     transcript = "[01.10.2026 09:00:00] User: Où est le café ?\n"
     (tmp_path / "t.txt").write_bytes(transcript.encode("cp1252"))

@@ -10,13 +10,13 @@ import openai
 import pytest
 
 from projections import queries
-from service.aggregates import Actor
+from service.application.ledger import Actor
 from service.config import Settings
-from service.intake import Importer
-from service.runtime import Runtime
+from service.entrypoints.intake import Importer
+from service.entrypoints.runtime import Runtime
 from tests.conftest import Running
 
-SAMPLE = Path(__file__).resolve().parents[2] / "service" / "samples" / "sessions.csv"
+SAMPLE = Path(__file__).resolve().parents[2] / "service" / "tools" / "samples" / "sessions.csv"
 
 
 def settings(**overrides: object) -> Settings:

@@ -9,10 +9,10 @@ import openai
 import pytest
 
 from projections import queries
-from service.aggregates import Actor
+from service.application.ledger import Actor
 from service.config import Settings
-from service.runtime import Runtime
-from service.synthetic import aggregates, queue_many
+from service.entrypoints.runtime import Runtime
+from service.tools.synthetic import aggregates, queue_many
 from statemachine import request as request_agg
 from statemachine.commands import RequeueRequest
 from tests.conftest import Running

@@ -13,7 +13,7 @@ from projections.batches import BatchesProjection
 from projections.rebuild import rebuild
 from projections.requests import RequestsProjection
 from projections.runner import ProjectionRunner
-from service.synthetic import aggregates, queue_many, requeue_failed, run_batch
+from service.tools.synthetic import aggregates, queue_many, requeue_failed, run_batch
 
 REQUESTS, BATCHES = RequestsProjection(), BatchesProjection()
 
@@ -253,7 +253,7 @@ async def test_a_runner_whose_chunk_fails_logs_it_and_carries_on(store: EventSto
 def test_rebuild_and_status_commands_report_events_rows_and_lag(
     db_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     async def history() -> None:
         store = await EventStore.open(db_dsn)
@@ -278,7 +278,7 @@ def test_rebuild_and_status_commands_report_events_rows_and_lag(
 def test_status_command_on_a_database_nothing_migrated_reports_empty_projections(
     empty_db_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     assert main(["projections", "status", "--database-url", empty_db_dsn]) == 0
     out = capsys.readouterr().out
@@ -287,7 +287,7 @@ def test_status_command_on_a_database_nothing_migrated_reports_empty_projections
 
 
 def test_rebuild_command_refuses_a_row_limit_below_one(capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["projections", "rebuild", "--max-rows", "0"])
@@ -299,7 +299,7 @@ def test_rebuild_help_states_the_row_limit_the_rebuild_uses(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from projections.rebuild import MAX_ROWS
-    from service.cli import main
+    from service.entrypoints.cli import main
 
     with pytest.raises(SystemExit):
         main(["projections", "--help"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from service.entrypoints.scheduler import Scheduler
 from service.logs import get_logger
-from service.pipeline.scheduler import Scheduler
 
 
 async def test_a_failing_run_is_logged_and_the_next_tick_runs(db_dsn: str) -> None:

@@ -48,7 +48,7 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     for package in PACKAGES:
         (tmp_path / package).mkdir()
     (tmp_path / "eventstore" / "bad.py").write_text("from statemachine.events import X\n")
-    (tmp_path / "projections" / "worse.py").write_text("def f():\n    import service.cli\n")
+    (tmp_path / "projections" / "worse.py").write_text("def f():\n    import service.tools\n")
     (tmp_path / "service" / "fine.py").write_text("import eventstore, projections\n")
     assert violations(tmp_path) == [
         "eventstore/bad.py imports statemachine",

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from service.cli import build_parser, main
+from service.entrypoints.cli import build_parser, main
 
 COMMANDS = [
     "migrate",

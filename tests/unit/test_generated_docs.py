@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from service.entrypoints.cli import main
 from statemachine.catalogue import GENERATED
 from statemachine.events import ALL_EVENTS, tag_of
 

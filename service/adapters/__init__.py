@@ -1,0 +1,1 @@
+"""Adapters to the outside: the OpenAI gateway, the token store, the database."""

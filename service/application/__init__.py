@@ -1,0 +1,1 @@
+"""The application layer: every use case, and the only code that appends events."""

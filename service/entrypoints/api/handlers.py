@@ -1,0 +1,405 @@
+"""The handlers of the admin API routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from eventstore import ConcurrencyError, RecordedEvent
+from projections import queries
+from service.adapters.database import pending
+from service.adapters.openai_gateway import PermanentError, TransientError
+from service.adapters.tokens import Principal
+from service.application.ledger import Actor
+from service.entrypoints.api import schemas as s
+from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
+from service.entrypoints.api.errors import ApiError
+from service.entrypoints.api.io import parse_body, parse_query, respond
+from service.ids import request_id as make_request_id
+from service.transcripts import Message, TranscriptError, parse_transcript, render
+from statemachine import request as request_agg
+from statemachine.commands import CancelBatch, QueueRequest, RequeueRequest
+from statemachine.states import BatchState, RequestState
+
+_ACTIVE = {BatchState.VALIDATING, BatchState.IN_PROGRESS, BatchState.FINALIZING}
+
+
+def deps(request: web.Request) -> Deps:
+    """The app's collaborators."""
+    return request.app[DEPS]
+
+
+def actor(request: web.Request) -> Actor:
+    """The calling token's name, recorded on every event a write appends."""
+    principal: Principal = request[PRINCIPAL]
+    return Actor(principal.name, correlation_id=request.get(REQUEST_ID))
+
+
+def path_id(request: web.Request) -> str:
+    """The `{id}` of the path, held to the same rule as ids in bodies (a NUL never reaches SQL)."""
+    try:
+        return msgspec.convert(request.match_info["id"], s.Id)
+    except msgspec.ValidationError:
+        raise ApiError(400, "invalid_parameter", "the id in the path is not a valid id") from None
+
+
+def _request_item(
+    row: dict[str, Any], kind: type[s.RequestItem] = s.RequestItem, **extra: Any
+) -> Any:
+    error = (
+        s.ErrorInfo(row["last_error_code"], row["last_error_message"])
+        if row["last_error_code"]
+        else None
+    )
+    return kind(
+        id=row["request_id"],
+        session_id=row["session_id"],
+        company_id=row["company_id"],
+        model=row["model"],
+        status=row["status"].lower(),
+        batch_id=row["batch_id"],
+        attempts=row["attempts"],
+        last_error=error,
+        total_tokens=row["total_tokens"],
+        cost_micro_usd=row["cost_micro_usd"],
+        queued_at=row["queued_at"],
+        updated_at=row["updated_at"],
+        completed_at=row["completed_at"],
+        **extra,
+    )
+
+
+def _batch_item(row: dict[str, Any]) -> s.BatchItem:
+    return s.BatchItem(
+        id=row["batch_id"],
+        company_id=row["company_id"],
+        model=row["model"],
+        status=row["status"].lower(),
+        request_count=row["request_count"],
+        openai_batch_id=row["openai_batch_id"],
+        openai_status=row["openai_status"],
+        input_file_id=row["input_file_id"],
+        output_file_id=row["output_file_id"],
+        error_file_id=row["error_file_id"],
+        request_counts=s.Counts(row["counts_total"], row["counts_completed"], row["counts_failed"]),
+        outcome=s.Outcome(row["completed"], row["failed"], row["missing"], row["rejected_lines"]),
+        last_error=row["last_error"],
+        planned_at=row["planned_at"],
+        submitted_at=row["submitted_at"],
+        finished_at=row["finished_at"],
+        processed_at=row["processed_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _history(events: list[RecordedEvent]) -> list[s.HistoryEntry]:
+    return [
+        s.HistoryEntry(
+            position=e.position,
+            version=e.version,
+            type=e.type,
+            occurred_at=e.metadata.occurred_at,
+            actor=e.metadata.actor,
+            correlation_id=e.metadata.correlation_id,
+            data=msgspec.Raw(e.data.encode()),
+        )
+        for e in events
+    ]
+
+
+async def summary(request: web.Request) -> web.Response:
+    """Requests per status (the seed's shape)."""
+    q = parse_query(request, s.SummaryQuery)
+    counts = await queries.summary(deps(request).store.pool, q.company_id)
+    return respond(s.SummaryResponse(summary=s.Summary(**counts)))
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """A keyset page of requests in one status."""
+    q = parse_query(request, s.RequestsQuery)
+    d = deps(request)
+    scope = f"requests|{q.status}|{q.company_id or ''}|{q.batch_id or ''}"
+    after = d.cursors.decode(q.cursor, scope)
+    rows, next_seq = await queries.requests_page(
+        d.store.pool,
+        q.status.upper(),
+        q.limit,
+        after_seq=after,
+        company_id=q.company_id,
+        batch_id=q.batch_id,
+    )
+    cursor = d.cursors.encode(next_seq, scope)
+    return respond(
+        s.RequestsResponse(requests=[_request_item(r) for r in rows], next_cursor=cursor)
+    )
+
+
+async def get_request(request: web.Request) -> web.Response:
+    """One request with its analysis, usage and cost."""
+    parse_query(request, s.NoQuery)
+    rid = path_id(request)
+    row = await queries.request_detail(deps(request).store.pool, rid)
+    if row is None:
+        raise ApiError(404, "not_found", f"no request {rid!r}")
+    analysis = None
+    if row["category"] is not None:
+        analysis = s.Analysis(
+            language=row["language"],
+            sentiment=row["sentiment"],
+            escalated=row["escalated"],
+            forwarded_hr=row["forwarded_hr"],
+            category=row["category"],
+            questions=msgspec.json.decode(row["questions"]),
+            summary=row["summary"],
+            analysed_at=row["analysed_at"],
+        )
+    usage = s.UsageOut(row["prompt_tokens"], row["completion_tokens"], row["total_tokens"])
+    detail = _request_item(
+        row, s.RequestDetail, source=row["source"], usage=usage, analysis=analysis
+    )
+    return respond(s.RequestResponse(request=detail))
+
+
+async def request_history(request: web.Request) -> web.Response:
+    """The request's events in order: the audit trail."""
+    parse_query(request, s.NoQuery)
+    rid = path_id(request)
+    events = await deps(request).store.read_stream(request_agg.stream_id(rid))
+    if not events:
+        raise ApiError(404, "not_found", f"no request {rid!r}")
+    return respond(s.HistoryResponse(id=rid, history=_history(events)))
+
+
+async def requeue(request: web.Request) -> web.Response:
+    """Send failed requests back to waiting; the rest are counted, not touched."""
+    parse_query(request, s.NoQuery)
+    body = await parse_body(request, s.RequeueBody)
+    d, who = deps(request), actor(request)
+    ids = list(dict.fromkeys(body.request_ids))
+    for _ in range(d.requeue_attempts):
+        loaded = await d.aggregates.load_requests(ids)
+        failed = [
+            r
+            for r in loaded.values()
+            if r is not None and r.state is RequestState.PROCESSING_FAILED
+        ]
+        missing = sum(1 for r in loaded.values() if r is None)
+        decided = [(r, list(request_agg.decide(r, RequeueRequest()))) for r in failed]
+        try:
+            if decided:
+                await d.store.append_many(d.aggregates.request_appends(decided, who))
+        except ConcurrencyError:
+            continue  # some request moved meanwhile: read again, decide again
+        skipped = len(ids) - missing - len(failed)
+        return respond(
+            s.RequeueResponse(
+                requeued_count=len(failed), not_found_count=missing, skipped_count=skipped
+            )
+        )
+    raise ApiError(409, "conflict", "the requests kept changing; try again")
+
+
+def _transcript(body: s.EnqueueBody) -> str:
+    if (body.transcript is None) == (body.messages is None):
+        raise ApiError(400, "invalid_body", "give exactly one of transcript or messages")
+    if body.transcript is not None:
+        try:
+            return render(parse_transcript(body.transcript))
+        except TranscriptError as exc:
+            raise ApiError(400, "invalid_transcript", f"transcript: {exc}") from None
+    assert body.messages is not None
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return render(
+        [
+            Message(m.at.replace(tzinfo=None) if m.at else now, m.role, m.content)
+            for m in body.messages
+        ]
+    )
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    """Queue one analysis request; the same company and session always give the same request."""
+    parse_query(request, s.NoQuery)
+    body = await parse_body(request, s.EnqueueBody)
+    d = deps(request)
+    rid = make_request_id(body.company_id, body.session_id)
+    command = QueueRequest(
+        request_id=rid,
+        company_id=body.company_id,
+        session_id=body.session_id,
+        model=body.model or d.default_model,
+        transcript=_transcript(body),
+        source="api",
+    )
+    events = request_agg.decide(None, command)
+    try:
+        await d.store.append(
+            request_agg.stream_id(rid), 0, d.aggregates.to_new_events(events, actor(request))
+        )
+    except ConcurrencyError:
+        return respond(s.EnqueueResponse(request_id=rid, created=False))
+    return respond(s.EnqueueResponse(request_id=rid, created=True), status=201)
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    """A keyset page of batches."""
+    q = parse_query(request, s.BatchesQuery)
+    d = deps(request)
+    scope = f"batches|{q.status or ''}"
+    after = d.cursors.decode(q.cursor, scope)
+    rows, next_seq = await queries.batches_page(
+        d.store.pool, q.limit, status=q.status.upper() if q.status else None, after_seq=after
+    )
+    cursor = d.cursors.encode(next_seq, scope)
+    return respond(s.BatchesResponse(batches=[_batch_item(r) for r in rows], next_cursor=cursor))
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    """One batch."""
+    parse_query(request, s.NoQuery)
+    bid = path_id(request)
+    row = await queries.batch_detail(deps(request).store.pool, bid)
+    if row is None:
+        raise ApiError(404, "not_found", f"no batch {bid!r}")
+    return respond(s.BatchResponse(batch=_batch_item(row)))
+
+
+async def batch_history(request: web.Request) -> web.Response:
+    """The batch's events in order."""
+    parse_query(request, s.NoQuery)
+    bid = path_id(request)
+    events = await deps(request).store.read_stream(f"batch-{bid}")
+    if not events:
+        raise ApiError(404, "not_found", f"no batch {bid!r}")
+    return respond(s.HistoryResponse(id=bid, history=_history(events)))
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    """Cancel a batch at OpenAI; its requests follow the lifecycle (retried when retryable)."""
+    parse_query(request, s.NoQuery)
+    d, bid = deps(request), path_id(request)
+    batch = await d.aggregates.load_batch(bid)
+    if batch is None:
+        raise ApiError(404, "not_found", f"no batch {bid!r}")
+    if batch.state not in _ACTIVE or batch.openai_batch_id is None:
+        raise ApiError(409, "not_cancellable", f"batch {bid} is {batch.state.value.lower()}")
+    try:
+        await d.gateway.cancel(batch.openai_batch_id)
+    except TransientError as exc:
+        raise ApiError(503, "openai_unavailable", str(exc)[:300], {"Retry-After": "5"}) from None
+    except PermanentError as exc:
+        raise ApiError(409, "not_cancellable", exc.message[:300]) from None
+    await d.aggregates.handle_batch(bid, CancelBatch(), actor(request))
+    return respond(s.CancelResponse(batch_id=bid, status="cancelling"), status=202)
+
+
+def _split(raw: str | None) -> list[str] | None:
+    return [x for x in raw.split(",") if x] if raw else None
+
+
+def _event_item(e: RecordedEvent) -> s.EventItem:
+    m = e.metadata
+    return s.EventItem(
+        position=e.position,
+        stream_id=e.stream_id,
+        version=e.version,
+        id=str(e.id),
+        type=e.type,
+        occurred_at=m.occurred_at,
+        actor=m.actor,
+        correlation_id=m.correlation_id,
+        causation_id=m.causation_id,
+        data=msgspec.Raw(e.data.encode()),
+    )
+
+
+async def events(request: web.Request) -> web.Response:
+    """The global event feed, paged by position."""
+    q = parse_query(request, s.EventsQuery)
+    page = await deps(request).store.read_all(
+        q.after, q.limit, types=_split(q.type), categories=_split(q.category)
+    )
+    next_after = page[-1].position if page else q.after
+    return respond(s.EventsResponse(events=[_event_item(e) for e in page], next_after=next_after))
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    """The feed as Server-Sent Events: resumable with Last-Event-ID, with heartbeats."""
+    q = parse_query(request, s.EventsQuery)
+    d = deps(request)
+    after = q.after
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id is not None:
+        if not last_id.isdigit() or len(last_id) > 18:
+            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event position")
+        after = int(last_id)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    sub = d.store.subscribe(
+        after, types=_split(q.type), categories=_split(q.category), page_size=q.limit
+    )
+    encode = msgspec.json.Encoder().encode
+    closing = request.app[CLOSING]
+    try:
+        await response.write(b": connected\n\n")
+        while not closing.is_set():
+            page = await sub.next_page_before(closing, d.heartbeat_seconds)
+            if page is None:  # a quiet heartbeat interval, or the server is closing
+                if not closing.is_set():
+                    await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
+                continue
+            for e in page:
+                frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                    e.position,
+                    e.type.encode(),
+                    encode(_event_item(e)),
+                )
+                # A client that cannot take a frame in 10 s is dropped; it resumes by Last-Event-ID.
+                await asyncio.wait_for(response.write(frame), 10)
+    except (ConnectionResetError, TimeoutError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.close()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return respond(s.Health(ok=True))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers and every migration is applied."""
+    d = deps(request)
+    try:
+        missing = await asyncio.wait_for(pending(d.store.dsn), 5)
+    except Exception as exc:  # any failure to reach the database means not ready
+        return respond(
+            s.Health(ok=False, checks={"database": f"unreachable: {type(exc).__name__}"}),
+            status=503,
+        )
+    if missing:
+        return respond(
+            s.Health(ok=False, checks={"migrations": f"{len(missing)} pending"}), status=503
+        )
+    return respond(s.Health(ok=True, checks={"database": "ok", "migrations": "ok"}))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    d = deps(request)
+    await d.metrics.refresh(d.store)
+    return web.Response(body=d.metrics.render(), content_type="text/plain", charset="utf-8")

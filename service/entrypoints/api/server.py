@@ -1,0 +1,67 @@
+"""Serving the admin API: building its collaborators from the runtime, and the site lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from aiohttp import web
+
+from eventstore import EventStore
+from service.config import Settings, StartupError
+from service.entrypoints.api.app import create_app
+from service.entrypoints.api.cursor import Cursors
+from service.entrypoints.api.deps import Deps
+from service.entrypoints.api.ratelimit import RateLimiter, parse_networks
+from service.entrypoints.runtime import Runtime
+from service.logs import get_logger
+
+
+async def cursor_key(store: EventStore) -> bytes:
+    """The cursor-signing key every instance shares, created on first use."""
+    await store.pool.execute(
+        "INSERT INTO api_settings (key, value) VALUES ('cursor_key', $1) ON CONFLICT DO NOTHING",
+        secrets.token_hex(32),
+    )
+    value: str = await store.pool.fetchval(
+        "SELECT value FROM api_settings WHERE key = 'cursor_key'"
+    )
+    return bytes.fromhex(value)
+
+
+async def build_deps(runtime: Runtime, settings: Settings) -> Deps:
+    """The API's collaborators, sharing the runtime's store, gateway and metrics."""
+    return Deps(
+        store=runtime.store,
+        aggregates=runtime.aggregates,
+        gateway=runtime.gateway,
+        metrics=runtime.metrics,
+        cursors=Cursors(await cursor_key(runtime.store)),
+        token_limiter=RateLimiter(settings.api_rate_limit_per_minute),
+        auth_failure_limiter=RateLimiter(settings.api_auth_failures_per_minute),
+        trusted_proxies=parse_networks(settings.api_trusted_proxies),
+        default_model=settings.openai_model,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+        log=get_logger("api"),
+    )
+
+
+async def run_api(runtime: Runtime, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve on HOST:PORT until `stop` is set."""
+    app = create_app(await build_deps(runtime, settings))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"the admin API cannot listen on {settings.host}:{settings.port}:"
+            f" {exc.strerror or exc} (set HOST / PORT, or run with --no-api)"
+        ) from None
+    get_logger("api").info("api.listening", host=settings.host, port=settings.port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,1 +1,0 @@
-"""The batch pipeline: batch creator, poller, ingestion, and the schedulers that run them."""

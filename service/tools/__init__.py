@@ -1,0 +1,1 @@
+"""Not the running service: the emulator, the benchmarks, synthetic data, the demo."""

@@ -1,0 +1,396 @@
+"""The emulator's HTTP surface: /v1/files, /v1/batches, and /_emulator/ controls."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import BodyPartReader, web
+
+from service.tools.emulator.knobs import Knobs
+from service.tools.emulator.state import UNFINISHED, Emulator
+
+EMULATOR = web.AppKey("emulator", Emulator)
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error answered with OpenAI's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = (
+            status,
+            message,
+            type_,
+            param,
+            code,
+        )
+        self.headers = headers or {}
+
+
+def _envelope(e: ApiError) -> dict[str, Any]:
+    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+
+
+@web.middleware
+async def openai_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids, bearer auth and injected faults on /v1; the error envelope everywhere."""
+    request_id = "req_" + secrets.token_hex(16)
+    try:
+        if request.path.startswith("/v1/"):
+            _check_auth(request)
+            _inject_fault(request.app[EMULATOR])
+        response = await handler(request)
+    except ApiError as e:
+        response = web.json_response(_envelope(e), status=e.status, headers=e.headers)
+    except web.HTTPException as e:
+        err = ApiError(e.status, e.reason or "error", code=None)
+        response = web.json_response(_envelope(err), status=e.status)
+    response.headers["x-request-id"] = request_id
+    return response
+
+
+def _check_auth(request: web.Request) -> None:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
+
+
+def _inject_fault(emu: Emulator) -> None:
+    k = emu.knobs
+    if k.fail_next_calls <= 0:
+        return
+    k.fail_next_calls -= 1
+    if k.fail_status == 429:
+        raise ApiError(
+            429,
+            "Rate limit reached for requests.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(k.retry_after_seconds)},
+        )
+    raise ApiError(
+        k.fail_status,
+        "The server had an error while processing your request.",
+        type_="server_error",
+    )
+
+
+def _emu(request: web.Request) -> Emulator:
+    return request.app[EMULATOR]
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    """POST /v1/files (multipart: purpose, file)."""
+    emu = _emu(request)
+    if not request.content_type.startswith("multipart/"):
+        raise ApiError(400, "Expected multipart/form-data.", param="file")
+    purpose, filename, content = None, None, None
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "purpose":
+            purpose = (await part.text()).strip()
+        elif part.name == "file":
+            filename = part.filename or "upload.jsonl"
+            content = await part.read(decode=False)
+            if len(content) > emu.knobs.max_file_bytes:
+                raise ApiError(
+                    400,
+                    f"File is larger than {emu.knobs.max_file_bytes} bytes.",
+                    param="file",
+                    code="file_too_large",
+                )
+    if purpose is None:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if content is None or filename is None:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'file'.",
+            param="file",
+            code="missing_required_parameter",
+        )
+    if purpose != "batch":
+        raise ApiError(
+            400,
+            f"Invalid value for 'purpose': {purpose!r}; this emulator accepts 'batch'.",
+            param="purpose",
+            code="invalid_value",
+        )
+    if not filename.endswith(".jsonl"):
+        raise ApiError(
+            400,
+            "Invalid file format for Batch API. Must be .jsonl",
+            param="file",
+            code="invalid_file_format",
+        )
+    return web.json_response(emu.add_file(filename, purpose, bytes(content)).to_json())
+
+
+def _file(request: web.Request) -> Any:
+    f = _emu(request).files.get(request.match_info["file_id"])
+    if f is None:
+        raise ApiError(404, f"No such File object: {request.match_info['file_id']}", param="id")
+    return f
+
+
+async def get_file(request: web.Request) -> web.Response:
+    """GET /v1/files/{id}."""
+    return web.json_response(_file(request).to_json())
+
+
+async def get_file_content(request: web.Request) -> web.StreamResponse:
+    """GET /v1/files/{id}/content, streamed in chunks."""
+    f = _file(request)
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = len(f.content)
+    await response.prepare(request)
+    view = memoryview(f.content)
+    for start in range(0, len(view), 1 << 20):
+        await response.write(view[start : start + (1 << 20)])
+    await response.write_eof()
+    return response
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    """DELETE /v1/files/{id}."""
+    f = _file(request)
+    del _emu(request).files[f.id]
+    return web.json_response({"id": f.id, "object": "file", "deleted": True})
+
+
+def _limit(request: web.Request, default: int, maximum: int) -> int:
+    raw = request.query.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(
+            400, f"Invalid value for 'limit': {raw!r}.", param="limit", code="invalid_value"
+        ) from None
+    if not 1 <= limit <= maximum:
+        raise ApiError(
+            400,
+            f"Invalid value for 'limit': must be between 1 and {maximum}.",
+            param="limit",
+            code="invalid_value",
+        )
+    return limit
+
+
+def _page(objects: list[Any], request: web.Request, default: int, maximum: int) -> dict[str, Any]:
+    limit, after = _limit(request, default, maximum), request.query.get("after")
+    if after is not None:
+        ids = [o.id for o in objects]
+        if after not in ids:
+            raise ApiError(
+                400, f"Invalid value for 'after': {after!r}.", param="after", code="invalid_value"
+            )
+        objects = objects[ids.index(after) + 1 :]
+    data = [o.to_json() for o in objects[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(objects) > limit,
+    }
+
+
+async def list_files(request: web.Request) -> web.Response:
+    """GET /v1/files, newest first."""
+    files = list(reversed(_emu(request).files.values()))
+    if purpose := request.query.get("purpose"):
+        files = [f for f in files if f.purpose == purpose]
+    if request.query.get("order") == "asc":
+        files.reverse()
+    return web.json_response(_page(files, request, 10_000, 10_000))
+
+
+class CreateBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of POST /v1/batches."""
+
+    input_file_id: str | None = None
+    endpoint: str | None = None
+    completion_window: str | None = None
+    metadata: dict[str, str] | None = None
+    output_expires_after: dict[str, Any] | None = None
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise ApiError(
+            400,
+            "Invalid 'metadata': at most 16 key-value pairs.",
+            param="metadata",
+            code="invalid_value",
+        )
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise ApiError(
+                400,
+                f"Invalid 'metadata': key {key[:20]!r}... longer than 64 characters.",
+                param="metadata",
+                code="invalid_value",
+            )
+        if len(value) > 512:
+            raise ApiError(
+                400,
+                f"Invalid 'metadata': value of {key!r} longer than 512 characters.",
+                param="metadata",
+                code="invalid_value",
+            )
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    """POST /v1/batches."""
+    emu = _emu(request)
+    try:
+        body = msgspec.json.decode(await request.read(), type=CreateBatch)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ApiError(400, f"Invalid request body: {exc}", code="invalid_value") from None
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if getattr(body, name) is None:
+            raise ApiError(
+                400,
+                f"Missing required parameter: '{name}'.",
+                param=name,
+                code="missing_required_parameter",
+            )
+    assert body.input_file_id
+    assert body.endpoint
+    assert body.completion_window
+    if body.endpoint not in ENDPOINTS:
+        raise ApiError(
+            400,
+            f"Invalid value for 'endpoint': {body.endpoint!r}.",
+            param="endpoint",
+            code="invalid_value",
+        )
+    if body.completion_window != "24h":
+        raise ApiError(
+            400,
+            "Invalid value for 'completion_window': only '24h' is supported.",
+            param="completion_window",
+            code="invalid_value",
+        )
+    _check_metadata(body.metadata)
+    source = emu.files.get(body.input_file_id)
+    if source is None:
+        raise ApiError(404, f"No such File object: {body.input_file_id}", param="input_file_id")
+    if source.purpose != "batch":
+        raise ApiError(
+            400,
+            "The input file must have purpose 'batch'.",
+            param="input_file_id",
+            code="invalid_value",
+        )
+    batch = emu.create_batch(
+        body.input_file_id, body.endpoint, body.completion_window, body.metadata
+    )
+    return web.json_response(batch.to_json())
+
+
+def _batch(request: web.Request) -> Any:
+    b = _emu(request).batches.get(request.match_info["batch_id"])
+    if b is None:
+        raise ApiError(
+            404, f"No batch found with id '{request.match_info['batch_id']}'.", param="batch_id"
+        )
+    return b
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    """GET /v1/batches/{id}."""
+    return web.json_response(_batch(request).to_json())
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    """POST /v1/batches/{id}/cancel."""
+    batch = _batch(request)
+    if batch.status not in UNFINISHED:
+        raise ApiError(
+            409,
+            f"Cannot cancel a batch with status '{batch.status}'.",
+            code="batch_not_cancellable",
+        )
+    if batch.status != "cancelling":
+        _emu(request).request_cancel(batch)
+    return web.json_response(batch.to_json())
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    """GET /v1/batches, newest first, cursor `after`."""
+    return web.json_response(
+        _page(list(reversed(_emu(request).batches.values())), request, 20, 100)
+    )
+
+
+async def get_knobs(request: web.Request) -> web.Response:
+    """GET /_emulator/knobs."""
+    return web.json_response(msgspec.to_builtins(_emu(request).knobs))
+
+
+async def set_knobs(request: web.Request) -> web.Response:
+    """POST /_emulator/knobs: update the named knobs."""
+    emu = _emu(request)
+    merged = {**msgspec.to_builtins(emu.knobs), **(await request.json())}
+    try:
+        emu.knobs = msgspec.convert(merged, Knobs)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"Invalid knobs: {exc}", code="invalid_value") from None
+    return web.json_response(msgspec.to_builtins(emu.knobs))
+
+
+async def reset(request: web.Request) -> web.Response:
+    """POST /_emulator/reset: forget everything; optional body sets the knobs."""
+    emu = _emu(request)
+    body = await request.read()
+    await emu.close()
+    emu.reset(msgspec.json.decode(body, type=Knobs) if body.strip() else Knobs())
+    return web.json_response({"ok": True})
+
+
+def create_emulator_app(knobs: Knobs | None = None) -> web.Application:
+    """The emulator application."""
+    app = web.Application(middlewares=[openai_middleware], client_max_size=210 * 1024 * 1024)
+    app[EMULATOR] = Emulator(knobs)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[EMULATOR].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/files", upload_file)
+    app.router.add_get("/v1/files", list_files)
+    app.router.add_get("/v1/files/{file_id}", get_file)
+    app.router.add_get("/v1/files/{file_id}/content", get_file_content)
+    app.router.add_delete("/v1/files/{file_id}", delete_file)
+    app.router.add_post("/v1/batches", create_batch)
+    app.router.add_get("/v1/batches", list_batches)
+    app.router.add_get("/v1/batches/{batch_id}", get_batch)
+    app.router.add_post("/v1/batches/{batch_id}/cancel", cancel_batch)
+    app.router.add_get("/_emulator/knobs", get_knobs)
+    app.router.add_post("/_emulator/knobs", set_knobs)
+    app.router.add_post("/_emulator/reset", reset)
+    return app
