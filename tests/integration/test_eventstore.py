@@ -1,4 +1,4 @@
-"""The event store's contract against a real PostgreSQL (DESIGN §3)."""
+"""The event log contract, on PostgreSQL and in memory, then PostgreSQL specifics (DESIGN §3)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import pytest
 from eventstore import (
     ConcurrencyError,
     DuplicateEventError,
+    EventLog,
     EventMetadata,
     EventStore,
+    InMemoryEventStore,
     NewEvent,
     RecordedEvent,
     StreamAppend,
@@ -34,94 +36,182 @@ def ev(
     )
 
 
-async def count(store: EventStore) -> int:
+@pytest.fixture(params=["postgres", "memory"])
+def log(request: pytest.FixtureRequest) -> EventLog:
+    """Each implementation of the port in turn: the contract tests below run on both."""
+    if request.param == "postgres":
+        store: EventStore = request.getfixturevalue("store")
+        return store
+    return InMemoryEventStore()
+
+
+async def count(log: EventLog) -> int:
+    """Every stored event, counted through the port."""
+    return len(await log.read_all(0, 10_000))
+
+
+async def count_rows(store: EventStore) -> int:
     return int(await store.pool.fetchval("SELECT count(*) FROM events"))
 
 
-async def test_append_then_read_stream_returns_events_in_version_order(store: EventStore) -> None:
-    await store.append("thing-1", 0, [ev(n=1), ev(n=2)])
-    await store.append("thing-1", 2, [ev(n=3)])
-    events = await store.read_stream("thing-1")
+# The contract of the EventLog port: PostgreSQL and in memory alike.
+
+
+async def test_append_then_read_stream_returns_events_in_version_order(log: EventLog) -> None:
+    await log.append("thing-1", 0, [ev(n=1), ev(n=2)])
+    await log.append("thing-1", 2, [ev(n=3)])
+    events = await log.read_stream("thing-1")
     assert [e.version for e in events] == [1, 2, 3]
     assert [msgspec.json.decode(e.data)["n"] for e in events] == [1, 2, 3]
-    assert [e.version for e in await store.read_stream("thing-1", after_version=1)] == [2, 3]
+    assert [e.version for e in await log.read_stream("thing-1", after_version=1)] == [2, 3]
+    assert [e.version for e in await log.read_stream("thing-1", after_version=1, limit=1)] == [2]
 
 
-async def test_metadata_round_trips_with_actor_correlation_and_occurred_at(
-    store: EventStore,
-) -> None:
+async def test_metadata_round_trips_with_actor_correlation_and_occurred_at(log: EventLog) -> None:
     sent = ev(actor="alice")
-    await store.append("thing-1", None, [sent])
-    (got,) = await store.read_stream("thing-1")
+    await log.append("thing-1", None, [sent])
+    (got,) = await log.read_stream("thing-1")
     assert got.id == sent.id
     assert got.metadata == sent.metadata
     assert got.category == "thing"
 
 
-async def test_stale_expected_version_raises_conflict_and_writes_nothing(store: EventStore) -> None:
-    await store.append("thing-1", 0, [ev()])
+async def test_no_expected_version_appends_whatever_version_the_stream_is_at(
+    log: EventLog,
+) -> None:
+    await log.append("thing-1", None, [ev(n=1)])
+    await log.append("thing-1", None, [ev(n=2)])
+    assert [e.version for e in await log.read_stream("thing-1")] == [1, 2]
+    assert await log.stream_version("thing-1") == 2
+
+
+async def test_stale_expected_version_raises_conflict_and_writes_nothing(log: EventLog) -> None:
+    await log.append("thing-1", 0, [ev()])
     with pytest.raises(ConcurrencyError) as info:
-        await store.append("thing-1", 0, [ev(), ev()])
+        await log.append("thing-1", 0, [ev(), ev()])
     assert info.value.conflicts[0].stream_id == "thing-1"
     assert (info.value.conflicts[0].expected, info.value.conflicts[0].actual) == (0, 1)
-    assert await count(store) == 1
+    assert await count(log) == 1
 
 
-async def test_expected_version_ahead_of_the_stream_is_a_conflict(store: EventStore) -> None:
+async def test_expected_version_ahead_of_the_stream_is_a_conflict(log: EventLog) -> None:
     with pytest.raises(ConcurrencyError):
-        await store.append("thing-1", 3, [ev()])
-    assert await count(store) == 0
+        await log.append("thing-1", 3, [ev()])
+    assert await count(log) == 0
 
 
-@pytest.mark.parametrize("streams", [3, 400], ids=["insert-path", "copy-path"])
+# On PostgreSQL a small append takes a multi-row INSERT, a large one COPY.
+@pytest.mark.parametrize("streams", [3, 400], ids=["small-append", "large-append"])
 async def test_conflict_on_one_stream_among_many_writes_nothing_of_the_call(
-    store: EventStore, streams: int
+    log: EventLog, streams: int
 ) -> None:
-    await store.append("thing-2", 0, [ev()])
+    await log.append("thing-2", 0, [ev()])
     appends = [StreamAppend(f"thing-{i}", 0, [ev(n=i)]) for i in range(1, streams + 1)]
     with pytest.raises(ConcurrencyError) as info:
-        await store.append_many(appends)
+        await log.append_many(appends)
     assert [c.stream_id for c in info.value.conflicts] == ["thing-2"]
-    assert await count(store) == 1
-    assert await store.head() == 1
+    assert await count(log) == 1
+    assert await log.head() == 1
 
 
-@pytest.mark.parametrize("streams", [3, 400], ids=["insert-path", "copy-path"])
+async def test_conflict_lists_every_stale_stream_of_the_call(log: EventLog) -> None:
+    await log.append("thing-1", 0, [ev()])
+    await log.append("thing-3", 0, [ev(), ev()])
+    appends = [StreamAppend(f"thing-{i}", 0, [ev(n=i)]) for i in range(1, 5)]
+    with pytest.raises(ConcurrencyError) as info:
+        await log.append_many(appends)
+    assert [(c.stream_id, c.expected, c.actual) for c in info.value.conflicts] == [
+        ("thing-1", 0, 1),
+        ("thing-3", 0, 2),
+    ]
+    assert await count(log) == 3
+
+
+@pytest.mark.parametrize("streams", [3, 400], ids=["small-append", "large-append"])
 async def test_append_many_is_atomic_and_numbers_positions_without_gaps(
-    store: EventStore, streams: int
+    log: EventLog, streams: int
 ) -> None:
     appends = [StreamAppend(f"thing-{i}", 0, [ev(n=i), ev(n=i)]) for i in range(streams)]
-    last = await store.append_many(appends)
+    last = await log.append_many(appends)
     assert last == 2 * streams
-    page = await store.read_all(0, 10_000)
+    page = await log.read_all(0, 10_000)
     assert [e.position for e in page] == list(range(1, 2 * streams + 1))
-    assert await store.stream_versions(["thing-0", "thing-9999"]) == {"thing-0": 2, "thing-9999": 0}
+    assert await log.stream_versions(["thing-0", "thing-9999"]) == {"thing-0": 2, "thing-9999": 0}
 
 
-async def test_reappending_a_stored_event_id_never_stores_a_second_copy(store: EventStore) -> None:
+async def test_read_streams_returns_every_requested_stream_in_version_order(
+    log: EventLog,
+) -> None:
+    await log.append_many(
+        [
+            StreamAppend("thing-2", 0, [ev(n=1)]),
+            StreamAppend("thing-1", 0, [ev(n=2), ev(n=3)]),
+            StreamAppend("thing-2", None, [ev(n=4)]),
+        ]
+    )
+    streams = await log.read_streams(["thing-1", "thing-2", "thing-3"])
+    assert {sid: [(e.version, e.position) for e in es] for sid, es in streams.items()} == {
+        "thing-1": [(1, 2), (2, 3)],
+        "thing-2": [(1, 1), (2, 4)],
+        "thing-3": [],
+    }
+    assert await log.stream_version("thing-2") == 2
+    assert await log.stream_version("thing-3") == 0
+
+
+async def test_reappending_a_stored_event_id_never_stores_a_second_copy(log: EventLog) -> None:
     first = ev()
-    await store.append("thing-1", None, [first])
+    await log.append("thing-1", None, [first])
     with pytest.raises(DuplicateEventError) as info:
-        await store.append("thing-1", None, [first])
+        await log.append("thing-1", None, [first])
     assert info.value.event_ids == [first.id]
     with pytest.raises(DuplicateEventError):
-        await store.append_many(
+        await log.append_many(
             [StreamAppend("thing-2", None, [ev()]), StreamAppend("thing-3", None, [first])]
         )
     many = [StreamAppend(f"bulk-{i}", None, [ev()]) for i in range(300)] + [
         StreamAppend("thing-4", None, [first])
     ]
     with pytest.raises(DuplicateEventError):
-        await store.append_many(many)
-    assert await count(store) == 1
+        await log.append_many(many)
+    assert await count(log) == 1
 
 
-async def test_the_same_event_id_twice_in_one_append_is_rejected(store: EventStore) -> None:
+async def test_the_same_event_id_twice_in_one_append_is_rejected(log: EventLog) -> None:
     e = ev()
     with pytest.raises(DuplicateEventError) as info:
-        await store.append("thing-1", None, [e, e])
+        await log.append("thing-1", None, [e, e])
     assert info.value.event_ids == [e.id]
-    assert await count(store) == 0
+    assert await count(log) == 0
+
+
+async def test_read_all_pages_by_position_and_filters_by_type_and_category(log: EventLog) -> None:
+    await log.append("request-1", 0, [ev("RequestQueued"), ev("RequestBatched")])
+    await log.append("batch-1", 0, [ev("BatchPlanned")])
+    await log.append("request-2", 0, [ev("RequestQueued")])
+    first = await log.read_all(0, 2)
+    second = await log.read_all(first[-1].position, 2)
+    assert [e.position for e in first + second] == [1, 2, 3, 4]
+    queued = await log.read_all(0, 100, types=["RequestQueued"])
+    assert [(e.stream_id, e.type) for e in queued] == [
+        ("request-1", "RequestQueued"),
+        ("request-2", "RequestQueued"),
+    ]
+    batches = await log.read_all(0, 100, categories=["batch"])
+    assert [e.stream_id for e in batches] == ["batch-1"]
+    assert await log.read_all(4, 100) == []
+
+
+# In memory only: the clock is the store's.
+
+
+async def test_memory_store_records_events_at_the_time_its_clock_gives() -> None:
+    memory = InMemoryEventStore(clock=lambda: T0)
+    await memory.append("thing-1", 0, [ev(), ev()])
+    assert [e.recorded_at for e in await memory.read_all()] == [T0, T0]
+
+
+# PostgreSQL only: transactions, subscriptions, the tail window, migrations.
 
 
 async def test_append_inside_a_callers_transaction_rolls_back_with_it(store: EventStore) -> None:
@@ -130,26 +220,7 @@ async def test_append_inside_a_callers_transaction_rolls_back_with_it(store: Eve
         await tx.start()
         await store.append("thing-1", 0, [ev()], conn=conn)
         await tx.rollback()
-    assert await count(store) == 0
-
-
-async def test_read_all_pages_by_position_and_filters_by_type_and_category(
-    store: EventStore,
-) -> None:
-    await store.append("request-1", 0, [ev("RequestQueued"), ev("RequestBatched")])
-    await store.append("batch-1", 0, [ev("BatchPlanned")])
-    await store.append("request-2", 0, [ev("RequestQueued")])
-    first = await store.read_all(0, 2)
-    second = await store.read_all(first[-1].position, 2)
-    assert [e.position for e in first + second] == [1, 2, 3, 4]
-    queued = await store.read_all(0, 100, types=["RequestQueued"])
-    assert [(e.stream_id, e.type) for e in queued] == [
-        ("request-1", "RequestQueued"),
-        ("request-2", "RequestQueued"),
-    ]
-    batches = await store.read_all(0, 100, categories=["batch"])
-    assert [e.stream_id for e in batches] == ["batch-1"]
-    assert await store.read_all(4, 100) == []
+    assert await count_rows(store) == 0
 
 
 async def collect(sub_iter: object, into: list[RecordedEvent]) -> None:
