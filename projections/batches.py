@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import assert_never
 
 import asyncpg
 import msgspec
 
 from eventstore import RecordedEvent
 from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
+from statemachine.batch import next_state
 from statemachine.events import (
     BatchCancelRequested,
+    BatchEvent,
     BatchFileUploaded,
     BatchOutputLineRejected,
     BatchPlanned,
@@ -21,8 +24,9 @@ from statemachine.events import (
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
+    is_batch_event,
 )
-from statemachine.openai_status import state_for
+from statemachine.states import ENDED_AT_OPENAI
 from statemachine.states import BatchState as BS
 
 
@@ -33,7 +37,7 @@ class BatchRow(msgspec.Struct, kw_only=True, gc=False):
     seq: int
     company_id: str
     model: str
-    status: str
+    status: BS
     request_count: int
     openai_batch_id: str | None = None
     openai_status: str | None = None
@@ -58,11 +62,10 @@ class BatchRow(msgspec.Struct, kw_only=True, gc=False):
 
 
 COLUMNS = tuple(BatchRow.__struct_fields__)
-_FINISHED = {BS.COMPLETED, BS.FAILED, BS.EXPIRED, BS.CANCELLED}
 
 
-def project(row: BatchRow | None, recorded: RecordedEvent, event: object) -> BatchRow | None:
-    """The row after one event (pure)."""
+def project(row: BatchRow | None, recorded: RecordedEvent, event: BatchEvent) -> BatchRow | None:
+    """The row after one event (pure); the status comes from the domain's `next_state`."""
     at, pos, ver = recorded.metadata.occurred_at, recorded.position, recorded.version
     if isinstance(event, BatchPlanned):
         return BatchRow(
@@ -70,7 +73,7 @@ def project(row: BatchRow | None, recorded: RecordedEvent, event: object) -> Bat
             seq=pos,
             company_id=event.company_id,
             model=event.model,
-            status=BS.PENDING.value,
+            status=BS.PENDING,
             request_count=len(event.request_ids),
             planned_at=at,
             updated_at=at,
@@ -79,52 +82,40 @@ def project(row: BatchRow | None, recorded: RecordedEvent, event: object) -> Bat
         )
     if row is None:
         return None
-    row = msgspec.structs.replace(row, updated_at=at, version=ver, position=pos)
-    if isinstance(event, BatchUploadStarted):
-        row.status = BS.UPLOADING.value
-    elif isinstance(event, BatchFileUploaded):
-        row.input_file_id = event.input_file_id
-    elif isinstance(event, BatchSubmitted):
-        row.status, row.openai_batch_id = BS.VALIDATING.value, event.openai_batch_id
-        row.input_file_id, row.openai_status, row.submitted_at = (
-            event.input_file_id,
-            "validating",
-            at,
-        )
-    elif isinstance(event, BatchSubmissionFailed):
-        row.status, row.last_error, row.finished_at = (
-            BS.FAILED.value,
-            f"{event.code}: {event.message}",
-            at,
-        )
-    elif isinstance(event, BatchStatusObserved):
-        _observed(row, event, at)
-    elif isinstance(event, BatchCancelRequested):
-        row.status = BS.CANCELLING.value
-    elif isinstance(event, BatchProcessed):
-        row.status, row.processed_at = BS.PROCESSED.value, at
-        row.completed, row.failed, row.missing = event.completed, event.failed, event.missing
-    elif isinstance(event, BatchRequestsReleased):
-        row.failed, row.processed_at = event.requeued + event.failed, at
-    elif isinstance(event, BatchOutputLineRejected):
-        row.rejected_lines += 1
+    status = next_state(row.batch_id, row.status, event)
+    row = msgspec.structs.replace(row, status=status, updated_at=at, version=ver, position=pos)
+    match event:
+        case BatchFileUploaded():
+            row.input_file_id = event.input_file_id
+        case BatchSubmitted():
+            row.openai_batch_id, row.input_file_id = event.openai_batch_id, event.input_file_id
+            row.openai_status, row.submitted_at = "validating", at
+        case BatchSubmissionFailed():
+            row.last_error, row.finished_at = f"{event.code}: {event.message}", at
+        case BatchStatusObserved():
+            _observed(row, event, at)
+        case BatchProcessed():
+            row.processed_at = at
+            row.completed, row.failed, row.missing = event.completed, event.failed, event.missing
+        case BatchRequestsReleased():
+            row.failed, row.processed_at = event.requeued + event.failed, at
+        case BatchOutputLineRejected():
+            row.rejected_lines += 1
+        case BatchUploadStarted() | BatchCancelRequested():
+            pass
+        case _:
+            assert_never(event)
     return row
 
 
 def _observed(row: BatchRow, event: BatchStatusObserved, at: datetime) -> None:
-    target = state_for(event.openai_status)
-    if not (
-        row.status == BS.CANCELLING.value
-        and target in (BS.VALIDATING, BS.IN_PROGRESS, BS.FINALIZING)
-    ):
-        row.status = target.value
     row.openai_status = event.openai_status
     c = event.request_counts
     row.counts_total, row.counts_completed, row.counts_failed = c.total, c.completed, c.failed
     row.output_file_id, row.error_file_id = event.output_file_id, event.error_file_id
     if event.errors:
         row.last_error = "; ".join(f"{e.code}: {e.message}" for e in event.errors[:3])
-    if target in _FINISHED:
+    if row.status in ENDED_AT_OPENAI:
         row.finished_at = at
 
 
@@ -140,7 +131,9 @@ class BatchesProjection:
     ) -> None:
         """Load the touched rows, fold the events over them, write them back."""
         table = tables["batches"]
-        rows = await _load(conn, table, list({getattr(ev, "batch_id", "") for _, ev in events}))
+        rows = await _load(
+            conn, table, list({ev.batch_id for _, ev in events if is_batch_event(ev)})
+        )
         fold(rows, events)
         await _save(conn, table, rows)
 
@@ -173,7 +166,9 @@ class BatchesReplay(KeyedReplay[BatchRow]):
 def fold(rows: dict[str, BatchRow], events: Sequence[Decoded]) -> None:
     """Fold events over the rows by batch id."""
     for recorded, event in events:
-        bid = getattr(event, "batch_id", "")
+        if not is_batch_event(event):
+            continue
+        bid = event.batch_id
         new = project(rows.get(bid), recorded, event)
         if new is not None:
             rows[bid] = new
@@ -184,7 +179,10 @@ async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[st
         f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE batch_id = ANY({ID_LIST})",
         join_ids(ids),
     )
-    return {r[0]: BatchRow(**dict(r)) for r in records}
+    rows = {r[0]: BatchRow(**dict(r)) for r in records}
+    for row in rows.values():
+        row.status = BS(row.status)
+    return rows
 
 
 async def _save(

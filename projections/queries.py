@@ -1,31 +1,100 @@
-"""Read queries over the projection tables, for the admin API and the schedulers."""
+"""Read queries over the projection tables, for the admin API and the schedulers; typed rows."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, TypeVar
 
+import msgspec
+
+from projections.batches import COLUMNS as BATCH_COLUMNS
+from projections.batches import BatchRow
 from statemachine.states import BatchState, RequestState
 
-REQUEST_STATUSES = tuple(s.value for s in RequestState)
 Pool = Any  # an asyncpg Pool or Connection: both answer fetch/fetchrow
+T = TypeVar("T")
 
 
-async def summary(pool: Pool, company_id: str | None = None) -> dict[str, int]:
-    """Requests per status, every status present (lower case, as the API shows them)."""
+class StatusCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests per status (the seed's summary shape)."""
+
+    pending_batching: int = 0
+    batching_in_progress: int = 0
+    processing_complete: int = 0
+    processing_failed: int = 0
+
+
+class RequestItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A request as a list shows it."""
+
+    request_id: str
+    seq: int
+    company_id: str
+    session_id: str
+    model: str
+    status: RequestState
+    batch_id: str | None
+    attempts: int
+    last_error_code: str | None
+    last_error_message: str | None
+    total_tokens: int
+    cost_micro_usd: int
+    queued_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class AnalysisView(msgspec.Struct, frozen=True, kw_only=True):
+    """The analysis OpenAI returned for a completed request."""
+
+    language: str
+    sentiment: str
+    escalated: bool
+    forwarded_hr: bool
+    category: str
+    questions: list[str]
+    summary: str
+    analysed_at: datetime
+
+
+class RequestView(RequestItem, frozen=True, kw_only=True):
+    """One request in full: source, usage, and its analysis once completed."""
+
+    source: str
+    prompt_tokens: int
+    completion_tokens: int
+    analysis: AnalysisView | None = None
+
+
+class PendingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request waiting for a batch, as the batch creator sees it."""
+
+    request_id: str
+    company_id: str
+    model: str
+
+
+_REQUEST_ITEM = ", ".join(RequestItem.__struct_fields__)
+_ANALYSIS = ", ".join(
+    f"a.{f}::text AS a_{f}" if f == "questions" else f"a.{f} AS a_{f}"
+    for f in AnalysisView.__struct_fields__
+)
+_BATCH = ", ".join(BATCH_COLUMNS)
+
+
+def _rows(records: list[Any], kind: type[T]) -> list[T]:
+    return msgspec.convert([dict(r) for r in records], list[kind])  # type: ignore[valid-type]
+
+
+async def summary(pool: Pool, company_id: str | None = None) -> StatusCounts:
+    """Requests per status, every status present."""
     rows = await pool.fetch(
         "SELECT status, sum(n)::bigint AS n FROM request_status_counts"
         " WHERE ($1::text IS NULL OR company_id = $1) GROUP BY status",
         company_id,
     )
-    counts = {s.lower(): 0 for s in REQUEST_STATUSES}
-    counts.update({r["status"].lower(): int(r["n"]) for r in rows})
-    return counts
-
-
-_REQUEST_LIST_COLUMNS = (
-    "request_id, seq, company_id, session_id, model, status, batch_id, attempts, last_error_code,"
-    " last_error_message, total_tokens, cost_micro_usd, queued_at, updated_at, completed_at"
-)
+    return StatusCounts(**{r["status"].lower(): int(r["n"]) for r in rows})
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -46,83 +115,82 @@ def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
 
 async def requests_page(
     pool: Pool,
-    status: str,
+    status: RequestState,
     limit: int,
     *,
     after_seq: int | None = None,
     company_id: str | None = None,
     batch_id: str | None = None,
-) -> tuple[list[dict[str, Any]], int | None]:
+) -> tuple[list[RequestItem], int | None]:
     """A keyset page of requests in one status, oldest first; and the seq to continue after."""
     filters = {
         "company_id": company_id,
         "batch_id": batch_id,
-        "status": status,
+        "status": status.value,
         "seq": after_seq or 0,
     }
     where, args = _where(filters)
-    rows = await pool.fetch(
-        f"SELECT {_REQUEST_LIST_COLUMNS} FROM requests WHERE {where}"
-        f" ORDER BY seq LIMIT ${len(args) + 1}",
+    records = await pool.fetch(
+        f"SELECT {_REQUEST_ITEM} FROM requests WHERE {where} ORDER BY seq LIMIT ${len(args) + 1}",
         *args,
         limit + 1,
     )
-    page = [dict(r) for r in rows[:limit]]
-    return page, (page[-1]["seq"] if len(rows) > limit else None)
+    page = _rows(records[:limit], RequestItem)
+    return page, (page[-1].seq if len(records) > limit else None)
 
 
-async def request_detail(pool: Pool, request_id: str) -> dict[str, Any] | None:
+async def request_detail(pool: Pool, request_id: str) -> RequestView | None:
     """One request with its analysis, usage and cost."""
-    row = await pool.fetchrow(
-        "SELECT r.*, a.language, a.sentiment, a.escalated, a.forwarded_hr, a.category,"
-        " a.questions::text AS questions, a.summary, a.analysed_at"
+    record = await pool.fetchrow(
+        f"SELECT r.*, a.request_id IS NOT NULL AS analysed, {_ANALYSIS}"
         " FROM requests r LEFT JOIN session_analyses a USING (request_id) WHERE r.request_id = $1",
         request_id,
     )
-    return dict(row) if row else None
-
-
-async def existing_request_ids(pool: Pool, request_ids: list[str]) -> set[str]:
-    """Which of these ids are known to the requests table."""
-    rows = await pool.fetch(
-        "SELECT request_id FROM requests WHERE request_id = ANY($1::text[])", request_ids
-    )
-    return {r[0] for r in rows}
+    if record is None:
+        return None
+    row = {k: v for k, v in record.items() if not k.startswith("a_")}
+    if row.pop("analysed"):
+        found = {k.removeprefix("a_"): v for k, v in record.items() if k.startswith("a_")}
+        found["questions"] = msgspec.json.decode(found["questions"])
+        row["analysis"] = found
+    return msgspec.convert(row, RequestView)
 
 
 async def batches_page(
-    pool: Pool, limit: int, *, status: str | None = None, after_seq: int | None = None
-) -> tuple[list[dict[str, Any]], int | None]:
+    pool: Pool, limit: int, *, status: BatchState | None = None, after_seq: int | None = None
+) -> tuple[list[BatchRow], int | None]:
     """A keyset page of batches, oldest first."""
-    where, args = _where({"status": status, "seq": after_seq or 0})
-    rows = await pool.fetch(
-        f"SELECT * FROM batches WHERE {where} ORDER BY seq LIMIT ${len(args) + 1}", *args, limit + 1
+    where, args = _where({"status": status.value if status else None, "seq": after_seq or 0})
+    records = await pool.fetch(
+        f"SELECT {_BATCH} FROM batches WHERE {where} ORDER BY seq LIMIT ${len(args) + 1}",
+        *args,
+        limit + 1,
     )
-    page = [dict(r) for r in rows[:limit]]
-    return page, (page[-1]["seq"] if len(rows) > limit else None)
+    page = _rows(records[:limit], BatchRow)
+    return page, (page[-1].seq if len(records) > limit else None)
 
 
-async def batch_detail(pool: Pool, batch_id: str) -> dict[str, Any] | None:
+async def batch_detail(pool: Pool, batch_id: str) -> BatchRow | None:
     """One batch."""
-    row = await pool.fetchrow("SELECT * FROM batches WHERE batch_id = $1", batch_id)
-    return dict(row) if row else None
+    record = await pool.fetchrow(f"SELECT {_BATCH} FROM batches WHERE batch_id = $1", batch_id)
+    return msgspec.convert(dict(record), BatchRow) if record else None
 
 
-async def pending_requests(pool: Pool, limit: int) -> list[dict[str, Any]]:
+async def pending_requests(pool: Pool, limit: int) -> list[PendingRequest]:
     """Requests waiting for a batch, oldest first: what the batch creator groups."""
-    rows = await pool.fetch(
-        "SELECT request_id, company_id, model, version, attempts FROM requests"
+    records = await pool.fetch(
+        "SELECT request_id, company_id, model FROM requests"
         " WHERE status = $1 ORDER BY seq LIMIT $2",
         RequestState.PENDING_BATCHING.value,
         limit,
     )
-    return [dict(r) for r in rows]
+    return _rows(records, PendingRequest)
 
 
-async def batches_in(pool: Pool, states: list[BatchState]) -> list[str]:
+async def batches_in(pool: Pool, states: Iterable[BatchState]) -> list[str]:
     """Ids of batches in any of `states`, oldest first."""
     rows = await pool.fetch(
         "SELECT batch_id FROM batches WHERE status = ANY($1::text[]) ORDER BY seq",
-        [s.value for s in states],
+        sorted(s.value for s in states),
     )
     return [r[0] for r in rows]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import assert_never
 
 import asyncpg
 import msgspec
@@ -13,10 +14,13 @@ from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, up
 from statemachine.events import (
     RequestBatched,
     RequestCompleted,
+    RequestEvent,
     RequestFailed,
     RequestQueued,
     RequestRequeued,
+    is_request_event,
 )
+from statemachine.request import next_state
 from statemachine.states import RequestState
 
 
@@ -29,7 +33,7 @@ class RequestRow(msgspec.Struct, kw_only=True, gc=False):
     session_id: str
     model: str
     source: str
-    status: str
+    status: RequestState
     batch_id: str | None = None
     attempts: int = 0
     last_error_code: str | None = None
@@ -47,14 +51,12 @@ class RequestRow(msgspec.Struct, kw_only=True, gc=False):
 
 COLUMNS = tuple(RequestRow.__struct_fields__)
 _replace = msgspec.structs.replace
-PENDING = RequestState.PENDING_BATCHING.value
-BATCHING = RequestState.BATCHING_IN_PROGRESS.value
-COMPLETE = RequestState.PROCESSING_COMPLETE.value
-FAILED = RequestState.PROCESSING_FAILED.value
 
 
-def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> RequestRow | None:
-    """The row after one event (pure)."""
+def project(
+    row: RequestRow | None, recorded: RecordedEvent, event: RequestEvent
+) -> RequestRow | None:
+    """The row after one event (pure); the status comes from the domain's `next_state`."""
     at, pos, ver = recorded.metadata.occurred_at, recorded.position, recorded.version
     if isinstance(event, RequestQueued):
         return RequestRow(
@@ -64,7 +66,7 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
             session_id=event.session_id,
             model=event.model,
             source=event.source,
-            status=PENDING,
+            status=RequestState.PENDING_BATCHING,
             queued_at=at,
             updated_at=at,
             version=ver,
@@ -72,52 +74,29 @@ def project(row: RequestRow | None, recorded: RecordedEvent, event: object) -> R
         )
     if row is None:
         return None  # an event for a request whose RequestQueued this table never saw
-    if isinstance(event, RequestBatched):
-        return _replace(
-            row,
-            status=BATCHING,
-            batch_id=event.batch_id,
-            attempts=event.attempt,
-            updated_at=at,
-            version=ver,
-            position=pos,
-        )
-    if isinstance(event, RequestCompleted):
-        u = event.usage
-        return _replace(
-            row,
-            status=COMPLETE,
-            prompt_tokens=row.prompt_tokens + u.prompt_tokens,
-            completion_tokens=row.completion_tokens + u.completion_tokens,
-            total_tokens=row.total_tokens + u.total_tokens,
-            cost_micro_usd=row.cost_micro_usd + event.cost_micro_usd,
-            last_error_code=None,
-            last_error_message=None,
-            completed_at=at,
-            updated_at=at,
-            version=ver,
-            position=pos,
-        )
-    if isinstance(event, RequestFailed):
-        return _replace(
-            row,
-            status=FAILED,
-            last_error_code=event.code,
-            last_error_message=event.message,
-            updated_at=at,
-            version=ver,
-            position=pos,
-        )
-    if isinstance(event, RequestRequeued):
-        return _replace(
-            row,
-            status=PENDING,
-            batch_id=None,
-            updated_at=at,
-            version=ver,
-            position=pos,
-        )
-    return row
+    status = next_state(row.request_id, row.status, event)
+    row = _replace(row, status=status, updated_at=at, version=ver, position=pos)
+    match event:
+        case RequestBatched():
+            return _replace(row, batch_id=event.batch_id, attempts=event.attempt)
+        case RequestCompleted():
+            u = event.usage
+            return _replace(
+                row,
+                prompt_tokens=row.prompt_tokens + u.prompt_tokens,
+                completion_tokens=row.completion_tokens + u.completion_tokens,
+                total_tokens=row.total_tokens + u.total_tokens,
+                cost_micro_usd=row.cost_micro_usd + event.cost_micro_usd,
+                last_error_code=None,
+                last_error_message=None,
+                completed_at=at,
+            )
+        case RequestFailed():
+            return _replace(row, last_error_code=event.code, last_error_message=event.message)
+        case RequestRequeued():
+            return _replace(row, batch_id=None)
+        case _:
+            assert_never(event)
 
 
 def analysis_row(
@@ -145,7 +124,9 @@ def fold(
 ) -> None:
     """Fold events over the rows by request id, collecting the analyses of completions."""
     for recorded, event in events:
-        rid = getattr(event, "request_id", "")
+        if not is_request_event(event):
+            continue
+        rid = event.request_id
         new = project(rows.get(rid), recorded, event)
         if new is None:
             continue
@@ -165,7 +146,7 @@ class RequestsProjection:
         self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
     ) -> None:
         """Load the touched rows, fold the events over them, write rows, counters, analyses."""
-        ids = list({getattr(ev, "request_id", "") for _, ev in events})
+        ids = list({ev.request_id for _, ev in events if is_request_event(ev)})
         rows = await _load(conn, tables["requests"], ids)
         before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
         analyses: dict[str, tuple[object, ...]] = {}
@@ -221,7 +202,10 @@ async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[st
     records = await conn.fetch(
         f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE request_id = ANY({ID_LIST})", join_ids(ids)
     )
-    return {r[0]: RequestRow(**dict(r)) for r in records}
+    rows = {r[0]: RequestRow(**dict(r)) for r in records}
+    for row in rows.values():
+        row.status = RequestState(row.status)
+    return rows
 
 
 async def _save(
@@ -244,7 +228,7 @@ async def _save(
 async def _count(
     conn: asyncpg.Connection,
     table: str,
-    before: dict[str, tuple[str, str]],
+    before: Mapping[str, tuple[str, str]],
     rows: dict[str, RequestRow],
 ) -> None:
     deltas: dict[tuple[str, str], int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import assert_never
 
 import msgspec
 
@@ -17,6 +18,7 @@ from statemachine.commands import (
     ReleaseRequests,
     StartUpload,
 )
+from statemachine.decider import Decider, one_at_a_time
 from statemachine.errors import AlreadyExists, NotFound
 from statemachine.events import (
     BatchCancelRequested,
@@ -34,6 +36,7 @@ from statemachine.events import (
 )
 from statemachine.machine import Declaration
 from statemachine.openai_status import STATE_TO_TRIGGER, state_for
+from statemachine.states import ACTIVE, IN_FLIGHT
 from statemachine.states import BatchState as BS
 
 BatchCommand = (
@@ -70,13 +73,8 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 0
 
 
-def stream_id(batch_id: str) -> str:
-    """The stream of a batch."""
-    return f"batch-{batch_id}"
-
-
-_ACTIVE = [BS.VALIDATING, BS.IN_PROGRESS, BS.FINALIZING]
-_IN_FLIGHT = [*_ACTIVE, BS.CANCELLING]
+_ACTIVE = sorted(ACTIVE)
+_IN_FLIGHT = sorted(IN_FLIGHT)
 
 
 def _has_input_file(b: Batch, _: object) -> bool:
@@ -133,21 +131,27 @@ BATCH_MACHINE: Declaration[BS] = Declaration(
 )
 
 
+def status_trigger(state: BS, openai_status: str) -> str:
+    """The trigger an observed OpenAI status fires from `state`."""
+    target = state_for(openai_status)
+    return "observe_progress" if target is state else STATE_TO_TRIGGER[target]
+
+
 def observe_trigger(b: Batch, c: ObserveStatus) -> str | None:
     """The trigger an observation fires, or None when it shows nothing new."""
-    target = state_for(c.openai_status)
     changed = (c.openai_status, c.request_counts, c.output_file_id, c.error_file_id) != (
         b.openai_status,
         b.request_counts,
         b.output_file_id,
         b.error_file_id,
     )
-    if target is b.state:
-        return "observe_progress" if changed else None
-    # While our cancel is pending, OpenAI may still report the batch as running.
-    if b.state is BS.CANCELLING and target in _ACTIVE and not changed:
+    trigger = status_trigger(b.state, c.openai_status)
+    if trigger == "observe_progress" and not changed:
         return None
-    return STATE_TO_TRIGGER[target]
+    # While our cancel is pending, OpenAI may still report the batch as running.
+    if b.state is BS.CANCELLING and state_for(c.openai_status) in ACTIVE and not changed:
+        return None
+    return trigger
 
 
 def decide(state: Batch | None, command: BatchCommand) -> list[BatchEvent]:
@@ -179,48 +183,88 @@ def decide(state: Batch | None, command: BatchCommand) -> list[BatchEvent]:
 
 
 def _emit(bid: str, c: BatchCommand) -> list[BatchEvent]:
-    if isinstance(c, StartUpload):
-        return [BatchUploadStarted(batch_id=bid, filename=c.filename)]
-    if isinstance(c, RecordUpload):
-        return [BatchFileUploaded(batch_id=bid, input_file_id=c.input_file_id, bytes=c.bytes)]
-    if isinstance(c, RecordSubmission):
-        return [
-            BatchSubmitted(
+    match c:
+        case PlanBatch():
+            raise AssertionError("PlanBatch is decided before any state exists")
+        case StartUpload():
+            return [BatchUploadStarted(batch_id=bid, filename=c.filename)]
+        case RecordUpload():
+            return [BatchFileUploaded(batch_id=bid, input_file_id=c.input_file_id, bytes=c.bytes)]
+        case RecordSubmission():
+            return [
+                BatchSubmitted(
+                    batch_id=bid,
+                    openai_batch_id=c.openai_batch_id,
+                    input_file_id=c.input_file_id,
+                    reconciled=c.reconciled,
+                )
+            ]
+        case FailSubmission():
+            return [BatchSubmissionFailed(batch_id=bid, code=c.code, message=c.message)]
+        case ObserveStatus():
+            return [
+                BatchStatusObserved(
+                    batch_id=bid,
+                    openai_status=c.openai_status,
+                    request_counts=c.request_counts,
+                    output_file_id=c.output_file_id,
+                    error_file_id=c.error_file_id,
+                    errors=c.errors,
+                )
+            ]
+        case CancelBatch():
+            return [BatchCancelRequested(batch_id=bid)]
+        case FinishIngestion():
+            rejected: list[BatchEvent] = [
+                BatchOutputLineRejected(batch_id=bid, **msgspec.structs.asdict(r))
+                for r in c.rejected
+            ]
+            done = BatchProcessed(
                 batch_id=bid,
-                openai_batch_id=c.openai_batch_id,
-                input_file_id=c.input_file_id,
-                reconciled=c.reconciled,
+                completed=c.completed,
+                failed=c.failed,
+                missing=c.missing,
+                rejected_lines=len(c.rejected),
             )
-        ]
-    if isinstance(c, FailSubmission):
-        return [BatchSubmissionFailed(batch_id=bid, code=c.code, message=c.message)]
-    if isinstance(c, ObserveStatus):
-        return [
-            BatchStatusObserved(
-                batch_id=bid,
-                openai_status=c.openai_status,
-                request_counts=c.request_counts,
-                output_file_id=c.output_file_id,
-                error_file_id=c.error_file_id,
-                errors=c.errors,
-            )
-        ]
-    if isinstance(c, CancelBatch):
-        return [BatchCancelRequested(batch_id=bid)]
-    if isinstance(c, FinishIngestion):
-        rejected: list[BatchEvent] = [
-            BatchOutputLineRejected(batch_id=bid, **msgspec.structs.asdict(r)) for r in c.rejected
-        ]
-        done = BatchProcessed(
-            batch_id=bid,
-            completed=c.completed,
-            failed=c.failed,
-            missing=c.missing,
-            rejected_lines=len(c.rejected),
-        )
-        return [*rejected, done]
-    assert isinstance(c, ReleaseRequests)
-    return [BatchRequestsReleased(batch_id=bid, requeued=c.requeued, failed=c.failed)]
+            return [*rejected, done]
+        case ReleaseRequests():
+            return [BatchRequestsReleased(batch_id=bid, requeued=c.requeued, failed=c.failed)]
+        case _:
+            assert_never(c)
+
+
+def recorded_trigger(state: BS, event: BatchEvent) -> str | None:
+    """The trigger an event records (None: recorded without a transition)."""
+    match event:
+        case BatchPlanned() | BatchOutputLineRejected():
+            return None
+        case BatchUploadStarted():
+            return "begin_upload"
+        case BatchFileUploaded():
+            return "record_upload"
+        case BatchSubmitted():
+            return "submit"
+        case BatchSubmissionFailed():
+            return "fail_submission"
+        case BatchStatusObserved():
+            return status_trigger(state, event.openai_status)
+        case BatchCancelRequested():
+            return "cancel"
+        case BatchProcessed():
+            return "mark_processed"
+        case BatchRequestsReleased():
+            return "release_requests"
+        case _:
+            assert_never(event)
+
+
+def next_state(batch_id: str, state: BS, event: BatchEvent) -> BS:
+    """The state after one event, read off the declaration: the one rule evolve and the
+    projections share."""
+    trigger = recorded_trigger(state, event)
+    if trigger is None:
+        return state
+    return BATCH_MACHINE.recorded_destination(batch_id, state, trigger)
 
 
 def evolve(state: Batch | None, event: BatchEvent) -> Batch:
@@ -234,60 +278,65 @@ def evolve(state: Batch | None, event: BatchEvent) -> Batch:
             version=1,
         )
     assert state is not None, f"{type(event).__name__} before BatchPlanned"
-    replace, v = msgspec.structs.replace, state.version + 1
-    if isinstance(event, BatchUploadStarted):
-        return replace(state, state=BS.UPLOADING, upload_filename=event.filename, version=v)
-    if isinstance(event, BatchFileUploaded):
-        return replace(state, input_file_id=event.input_file_id, version=v)
-    if isinstance(event, BatchSubmitted):
-        return replace(
-            state,
-            state=BS.VALIDATING,
-            openai_batch_id=event.openai_batch_id,
-            input_file_id=event.input_file_id,
-            openai_status="validating",
-            version=v,
-        )
-    if isinstance(event, BatchSubmissionFailed):
-        return replace(
-            state,
-            state=BS.FAILED,
-            failure_code=event.code,
-            failure_message=event.message,
-            version=v,
-        )
-    if isinstance(event, BatchStatusObserved):
-        return _observed(state, event, v)
-    if isinstance(event, BatchCancelRequested):
-        return replace(state, state=BS.CANCELLING, version=v)
-    if isinstance(event, BatchProcessed):
-        return replace(state, state=BS.PROCESSED, version=v)
-    if isinstance(event, BatchRequestsReleased):
-        return replace(state, released=True, version=v)
-    return replace(state, version=v)  # BatchOutputLineRejected: recorded, no state change
-
-
-def _observed(state: Batch, event: BatchStatusObserved, version: int) -> Batch:
-    target = state_for(event.openai_status)
-    if state.state is BS.CANCELLING and target in _ACTIVE:
-        target = BS.CANCELLING
-    first = event.errors[0] if event.errors else None
-    return msgspec.structs.replace(
-        state,
-        state=target,
-        failure_code=first.code if first else state.failure_code,
-        failure_message=first.message if first else state.failure_message,
-        openai_status=event.openai_status,
-        request_counts=event.request_counts,
-        output_file_id=event.output_file_id,
-        error_file_id=event.error_file_id,
-        version=version,
+    moved = msgspec.structs.replace(
+        state, state=next_state(state.batch_id, state.state, event), version=state.version + 1
     )
+    return _record(moved, event)
+
+
+def _record(b: Batch, event: BatchEvent) -> Batch:
+    replace = msgspec.structs.replace
+    match event:
+        case BatchUploadStarted():
+            return replace(b, upload_filename=event.filename)
+        case BatchFileUploaded():
+            return replace(b, input_file_id=event.input_file_id)
+        case BatchSubmitted():
+            return replace(
+                b,
+                openai_batch_id=event.openai_batch_id,
+                input_file_id=event.input_file_id,
+                openai_status="validating",
+            )
+        case BatchSubmissionFailed():
+            return replace(b, failure_code=event.code, failure_message=event.message)
+        case BatchStatusObserved():
+            first = event.errors[0] if event.errors else None
+            return replace(
+                b,
+                failure_code=first.code if first else b.failure_code,
+                failure_message=first.message if first else b.failure_message,
+                openai_status=event.openai_status,
+                request_counts=event.request_counts,
+                output_file_id=event.output_file_id,
+                error_file_id=event.error_file_id,
+            )
+        case BatchRequestsReleased():
+            return replace(b, released=True)
+        case BatchPlanned() | BatchCancelRequested() | BatchOutputLineRejected() | BatchProcessed():
+            return b
+        case _:
+            assert_never(event)
 
 
 def fold(events: Sequence[BatchEvent]) -> Batch | None:
     """The batch its events describe (None for no events)."""
-    state: Batch | None = None
-    for event in events:
-        state = evolve(state, event)
-    return state
+    return BATCHES.fold(events)
+
+
+_decode = msgspec.json.Decoder(BatchEvent).decode
+
+
+def decode(data: bytes | str) -> BatchEvent:
+    """A stored batch event."""
+    return _decode(data)
+
+
+BATCHES: Decider[Batch, BatchCommand, BatchEvent] = Decider(
+    category="batch",
+    decode=decode,
+    decide=decide,
+    decide_many=one_at_a_time(decide),
+    evolve=evolve,
+)
+"""The batch aggregate's decider record; its streams are `batch-<id>`."""

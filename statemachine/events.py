@@ -5,7 +5,7 @@ New fields must get defaults so that events already stored still decode.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 import msgspec
 
@@ -234,6 +234,19 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     BatchProcessed,
     BatchRequestsReleased,
 )
+
+_REQUEST_EVENTS = (RequestQueued, RequestBatched, RequestCompleted, RequestFailed, RequestRequeued)
+
+
+def is_request_event(event: DomainEvent) -> TypeGuard[RequestEvent]:
+    """Whether an event belongs to a request stream."""
+    return isinstance(event, _REQUEST_EVENTS)
+
+
+def is_batch_event(event: DomainEvent) -> TypeGuard[BatchEvent]:
+    """Whether an event belongs to a batch stream."""
+    return not isinstance(event, _REQUEST_EVENTS)
+
 
 _decoder: msgspec.json.Decoder[DomainEvent] = msgspec.json.Decoder(DomainEvent)
 _encoder = msgspec.json.Encoder()

@@ -75,6 +75,22 @@ class Declaration(Generic[S]):
             for key, alts in self.table.items()
         }
 
+    @cached_property
+    def _recorded(self) -> dict[tuple[S, str], S]:
+        return {key: alts[-1][0] for key, alts in self.table.items()}
+
+    def recorded_destination(self, entity_id: str, state: S, trigger: str) -> S:
+        """Where an event recording `trigger` leaves an entity in `state`.
+
+        Guards were checked when the event was decided; a recorded event is a fact, so the
+        last (least guarded) alternative is its destination. A trigger the state does not
+        accept means a corrupt history and raises InvalidTransition.
+        """
+        try:
+            return self._recorded[(state, trigger)]
+        except KeyError:
+            raise InvalidTransition(self.entity, entity_id, state.value, trigger) from None
+
     def route(
         self, entity_id: str, state: S, trigger: str, aggregate: object, command: object
     ) -> S:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import assert_never
 
 import msgspec
 
@@ -13,6 +14,7 @@ from statemachine.commands import (
     QueueRequest,
     RequeueRequest,
 )
+from statemachine.decider import Decider
 from statemachine.errors import AlreadyExists, NotFound
 from statemachine.events import (
     RequestBatched,
@@ -40,11 +42,6 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retry_base: int = 0  # attempts already used when an admin last requeued it
     batch_id: str | None = None
     version: int = 0
-
-
-def stream_id(request_id: str) -> str:
-    """The stream of a request."""
-    return f"request-{request_id}"
 
 
 def _from_current_batch(r: Request, c: CompleteRequest | FailRequest) -> bool:
@@ -108,32 +105,66 @@ def decide(state: Request | None, command: RequestCommand) -> list[RequestEvent]
 
 def _emit(r: Request, command: RequestCommand, dest: RS) -> list[RequestEvent]:
     rid = r.request_id
-    if isinstance(command, AssignToBatch):
-        return [RequestBatched(request_id=rid, batch_id=command.batch_id, attempt=r.attempts + 1)]
-    if isinstance(command, CompleteRequest):
-        return [
-            RequestCompleted(
+    match command:
+        case QueueRequest():
+            raise AssertionError("QueueRequest is decided before any state exists")
+        case AssignToBatch():
+            return [
+                RequestBatched(request_id=rid, batch_id=command.batch_id, attempt=r.attempts + 1)
+            ]
+        case CompleteRequest():
+            return [
+                RequestCompleted(
+                    request_id=rid,
+                    batch_id=command.batch_id,
+                    analysis=command.analysis,
+                    usage=command.usage,
+                    cost_micro_usd=command.cost_micro_usd,
+                    openai_request_id=command.openai_request_id,
+                )
+            ]
+        case FailRequest():
+            failed = RequestFailed(
                 request_id=rid,
                 batch_id=command.batch_id,
-                analysis=command.analysis,
-                usage=command.usage,
-                cost_micro_usd=command.cost_micro_usd,
-                openai_request_id=command.openai_request_id,
+                code=command.code,
+                message=command.message,
+                retryable=command.retryable,
+                attempt=r.attempts,
             )
-        ]
-    if isinstance(command, FailRequest):
-        failed = RequestFailed(
-            request_id=rid,
-            batch_id=command.batch_id,
-            code=command.code,
-            message=command.message,
-            retryable=command.retryable,
-            attempt=r.attempts,
-        )
-        if dest is RS.PENDING_BATCHING:
-            return [failed, RequestRequeued(request_id=rid, reason="retry")]
-        return [failed]
-    return [RequestRequeued(request_id=rid, reason="admin")]
+            if dest is RS.PENDING_BATCHING:
+                return [failed, RequestRequeued(request_id=rid, reason="retry")]
+            return [failed]
+        case RequeueRequest():
+            return [RequestRequeued(request_id=rid, reason="admin")]
+        case _:
+            assert_never(command)
+
+
+def recorded_trigger(event: RequestEvent) -> str | None:
+    """The trigger an event records (None: the event creates the request)."""
+    match event:
+        case RequestQueued():
+            return None
+        case RequestBatched():
+            return "assign"
+        case RequestCompleted():
+            return "complete"
+        case RequestFailed():
+            return "fail"
+        case RequestRequeued():
+            return "requeue"
+        case _:
+            assert_never(event)
+
+
+def next_state(request_id: str, state: RS, event: RequestEvent) -> RS:
+    """The state after one event, read off the declaration: the one rule evolve and the
+    projections share."""
+    trigger = recorded_trigger(event)
+    if trigger is None:
+        return state
+    return REQUEST_MACHINE.recorded_destination(request_id, state, trigger)
 
 
 def evolve(state: Request | None, event: RequestEvent) -> Request:
@@ -147,31 +178,26 @@ def evolve(state: Request | None, event: RequestEvent) -> Request:
             version=1,
         )
     assert state is not None, f"{type(event).__name__} before RequestQueued"
-    version = state.version + 1
-    if isinstance(event, RequestBatched):
-        return msgspec.structs.replace(
-            state,
-            state=RS.BATCHING_IN_PROGRESS,
-            batch_id=event.batch_id,
-            attempts=event.attempt,
-            version=version,
-        )
-    if isinstance(event, RequestCompleted):
-        return msgspec.structs.replace(state, state=RS.PROCESSING_COMPLETE, version=version)
-    if isinstance(event, RequestFailed):
-        return msgspec.structs.replace(state, state=RS.PROCESSING_FAILED, version=version)
-    base = state.attempts if event.reason == "admin" else state.retry_base
-    return msgspec.structs.replace(
-        state, state=RS.PENDING_BATCHING, batch_id=None, retry_base=base, version=version
+    moved = msgspec.structs.replace(
+        state,
+        state=next_state(state.request_id, state.state, event),
+        version=state.version + 1,
     )
+    match event:
+        case RequestBatched():
+            return msgspec.structs.replace(moved, batch_id=event.batch_id, attempts=event.attempt)
+        case RequestRequeued():
+            base = state.attempts if event.reason == "admin" else state.retry_base
+            return msgspec.structs.replace(moved, batch_id=None, retry_base=base)
+        case RequestCompleted() | RequestFailed():
+            return moved
+        case _:
+            assert_never(event)
 
 
 def fold(events: Sequence[RequestEvent]) -> Request | None:
     """The request its events describe (None for no events)."""
-    state: Request | None = None
-    for event in events:
-        state = evolve(state, event)
-    return state
+    return REQUESTS.fold(events)
 
 
 def decide_many(requests: Sequence[Request], command: RequestCommand) -> list[list[RequestEvent]]:
@@ -193,3 +219,21 @@ def decide_many(requests: Sequence[Request], command: RequestCommand) -> list[li
             dest = REQUEST_MACHINE.route(r.request_id, r.state, trigger, r, command)
         out.append(_emit(r, command, dest))
     return out
+
+
+_decode = msgspec.json.Decoder(RequestEvent).decode
+
+
+def decode(data: bytes | str) -> RequestEvent:
+    """A stored request event."""
+    return _decode(data)
+
+
+REQUESTS: Decider[Request, RequestCommand, RequestEvent] = Decider(
+    category="request",
+    decode=decode,
+    decide=decide,
+    decide_many=decide_many,
+    evolve=evolve,
+)
+"""The request aggregate's decider record; its streams are `request-<id>`."""

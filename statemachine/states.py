@@ -1,4 +1,4 @@
-"""The states of both machines, named as in the seed spec."""
+"""The states of both machines, named as in the seed spec, and every named set of them."""
 
 from __future__ import annotations
 
@@ -30,10 +30,20 @@ class BatchState(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-IN_FLIGHT = frozenset(
-    {BatchState.VALIDATING, BatchState.IN_PROGRESS, BatchState.FINALIZING, BatchState.CANCELLING}
-)
+ACTIVE = frozenset({BatchState.VALIDATING, BatchState.IN_PROGRESS, BatchState.FINALIZING})
+"""Batch states in which OpenAI works on the batch: the ones an admin can cancel."""
+
+IN_FLIGHT = ACTIVE | {BatchState.CANCELLING}
 """Batch states the poller keeps asking OpenAI about."""
+
+SUBMITTING = frozenset({BatchState.PENDING, BatchState.UPLOADING})
+"""Batch states the creator finishes submitting (after a crash, too)."""
 
 TO_INGEST = frozenset({BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED})
 """Batch states whose output and error files are ingested before PROCESSED."""
+
+ENDED_AT_OPENAI = TO_INGEST | {BatchState.FAILED}
+"""Batch states in which OpenAI is done with the batch."""
+
+UNFINISHED = SUBMITTING | IN_FLIGHT | TO_INGEST
+"""Batch states that still need the pipeline's work (a FAILED batch is released at once)."""

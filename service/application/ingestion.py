@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
-from eventstore import StreamAppend
 from service import faults
 from service.adapters.openai_gateway import OpenAIGateway
 from service.application.analysis import InvalidAnalysis, parse_analysis
-from service.application.ledger import Actor, Aggregates
+from service.application.ledger import Actor, Ledger, Unit
 from service.application.pricing import cost_micro_usd
-from statemachine import batch as batch_agg
-from statemachine import request as request_agg
-from statemachine.batch import Batch
+from statemachine.batch import BATCHES, Batch
 from statemachine.commands import (
     CompleteRequest,
     FailRequest,
@@ -25,9 +21,9 @@ from statemachine.commands import (
     ReleaseRequests,
 )
 from statemachine.errors import InvalidTransition
-from statemachine.events import Event, Usage
-from statemachine.request import Request
-from statemachine.states import TO_INGEST, RequestState
+from statemachine.events import Usage
+from statemachine.request import REQUESTS, Request
+from statemachine.states import TO_INGEST, BatchState, RequestState
 
 RETRYABLE_BATCH_FAILURES = frozenset(
     {"token_limit_exceeded", "rate_limit_exceeded", "server_error"}
@@ -101,14 +97,14 @@ class Ingestion:
 
     def __init__(
         self,
-        aggregates: Aggregates,
+        ledger: Ledger,
         gateway: OpenAIGateway,
         *,
         max_attempts: int,
         prices: dict[str, tuple[float, float]],
         actor: Actor,
     ) -> None:
-        self.aggregates = aggregates
+        self.ledger = ledger
         self.gateway = gateway
         self.max_attempts = max_attempts
         self.prices = prices
@@ -207,14 +203,16 @@ class Ingestion:
     async def ingest(self, batch_id: str) -> IngestResult | None:
         """Ingest a completed, expired or cancelled batch; None when there is nothing to do."""
         started = time.perf_counter()
-        batch = await self.aggregates.load_batch(batch_id)
+        batch = await self.ledger.load(BATCHES, batch_id)
         if batch is None or batch.state not in TO_INGEST:
             return None
-        loaded = await self.aggregates.load_requests(batch.request_ids)
+        loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         members = {rid: r for rid, r in loaded.items() if r is not None}
         result = IngestResult()
         outcomes = await self._read(batch, members, result)
-        decided: list[tuple[Request, list[Event]]] = []
+        # One unit for the batch and all its requests: ingesting twice is impossible, and a
+        # crash before the commit leaves everything to be ingested again from scratch.
+        unit = Unit(self.ledger, self.actor)
         for rid, request in members.items():
             if (
                 request.state is not RequestState.BATCHING_IN_PROGRESS
@@ -232,7 +230,7 @@ class Ingestion:
             else:
                 result.failed += 1
             try:
-                decided.append((request, list(request_agg.decide(request, command))))
+                unit.decide(REQUESTS, rid, request, command)
             except InvalidTransition as exc:
                 result.rejected.append(
                     RejectedLine(file_id="", line=0, kind="refused", custom_id=rid, detail=str(exc))
@@ -244,50 +242,35 @@ class Ingestion:
             missing=result.missing,
             rejected=result.rejected,
         )
-        await self._append(batch, finish, decided)
+        unit.decide(BATCHES, batch_id, batch, finish)
+        await unit.commit()
         faults.point("ingest.after_append")
         result.seconds = time.perf_counter() - started
         return result
 
     async def release(self, batch_id: str) -> tuple[int, int] | None:
         """Send a failed batch's requests back (or fail them); (requeued, failed), or None."""
-        batch = await self.aggregates.load_batch(batch_id)
-        if batch is None or batch.released or batch.state.value != "FAILED":
+        batch = await self.ledger.load(BATCHES, batch_id)
+        if batch is None or batch.released or batch.state is not BatchState.FAILED:
             return None
         code = batch.failure_code or "batch_failed"
         message = batch.failure_message or "the batch failed"
         retryable = code in RETRYABLE_BATCH_FAILURES
-        loaded = await self.aggregates.load_requests(batch.request_ids)
-        decided: list[tuple[Request, list[Event]]] = []
+        loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
+        unit = Unit(self.ledger, self.actor)
         requeued = failed = 0
-        for request in loaded.values():
+        for rid, request in loaded.items():
             if (
                 request is None
                 or request.state is not RequestState.BATCHING_IN_PROGRESS
                 or request.batch_id != batch_id
             ):
                 continue
-            events: list[Event] = list(
-                request_agg.decide(request, self._fail(batch, code, message, retryable))
+            events = unit.decide(
+                REQUESTS, rid, request, self._fail(batch, code, message, retryable)
             )
             requeued += len(events) > 1
             failed += len(events) == 1
-            decided.append((request, events))
-        await self._append(batch, ReleaseRequests(requeued=requeued, failed=failed), decided)
+        unit.decide(BATCHES, batch_id, batch, ReleaseRequests(requeued=requeued, failed=failed))
+        await unit.commit()
         return requeued, failed
-
-    async def _append(
-        self, batch: Batch, command: Any, decided: list[tuple[Request, list[Event]]]
-    ) -> None:
-        # One transaction for the batch and all its requests: ingesting twice is impossible,
-        # and a crash before commit leaves everything to be ingested again from scratch.
-        batch_events = batch_agg.decide(batch, command)
-        appends = [
-            StreamAppend(
-                batch_agg.stream_id(batch.batch_id),
-                batch.version,
-                self.aggregates.to_new_events(batch_events, self.actor),
-            )
-        ]
-        appends += self.aggregates.request_appends(decided, self.actor)
-        await self.aggregates.store.append_many(appends)

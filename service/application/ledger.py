@@ -1,37 +1,108 @@
-"""Application services: load an aggregate from its stream, decide, append at its version."""
+"""The unit of work: load aggregates, decide, commit every stream at once, retry on a conflict.
+
+This module and the use cases beside it are the only code that appends events.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
-from eventstore import EventMetadata, EventStore, NewEvent, RecordedEvent, StreamAppend
-from statemachine import batch as batch_agg
-from statemachine import request as request_agg
-from statemachine.batch import Batch, BatchCommand
-from statemachine.events import BatchEvent, Event, RequestEvent, decode_event, encode_event, tag_of
-from statemachine.request import Request, RequestCommand
+import msgspec
+
+from eventstore import ConcurrencyError, EventMetadata, EventStore, NewEvent, StreamAppend
+from service.application.errors import StillChanging
+from statemachine.decider import Decider
+from statemachine.events import Event, encode_event, tag_of
 
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], uuid.UUID]
+T = TypeVar("T")
 
 
-class Actor:
-    """Who issues commands (a token name, or a scheduler) and under which correlation id."""
+class Versioned(Protocol):
+    """An aggregate state that knows the stream version it was folded to."""
 
-    def __init__(self, name: str, correlation_id: str | None = None) -> None:
-        self.name = name
-        self.correlation_id = correlation_id
+    @property
+    def version(self) -> int:
+        """The version of its stream."""
 
 
-class Aggregates:
-    """Loads, decides and appends requests and batches on one event store."""
+S = TypeVar("S", bound=Versioned)
+C = TypeVar("C")
+E = TypeVar("E", bound=Event)
 
-    def __init__(self, store: EventStore, clock: Clock, new_id: IdFactory) -> None:
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who issues commands (a token's name, or a scheduler) and under which correlation id."""
+
+    name: str
+    correlation_id: str | None = None
+
+
+class Unit:
+    """One unit of work: the events decided for every stream it touches, committed once."""
+
+    def __init__(self, ledger: Ledger, actor: Actor) -> None:
+        self.ledger = ledger
+        self.actor = actor
+        self._appends: dict[str, StreamAppend] = {}
+
+    def decide(
+        self, decider: Decider[S, C, E], entity_id: str, state: S | None, command: C
+    ) -> list[E]:
+        """Decide a command and stage its events at the version `state` was read at."""
+        events = decider.decide(state, command)
+        self.stage(decider.stream_id(entity_id), state.version if state else 0, events)
+        return events
+
+    def decide_many(
+        self,
+        decider: Decider[S, C, E],
+        states: dict[str, S],
+        command: C,
+    ) -> dict[str, list[E]]:
+        """Decide one command for many entities (by id) through the decider's bulk path."""
+        decided = decider.decide_many(list(states.values()), command)
+        out = dict(zip(states, decided, strict=True))
+        for entity_id, events in out.items():
+            self.stage(decider.stream_id(entity_id), states[entity_id].version, events)
+        return out
+
+    def stage(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
+        """Stage decided events for one stream (nothing is staged for no events)."""
+        if not events:
+            return
+        if stream_id in self._appends:
+            raise ValueError(f"{stream_id} is decided twice in one unit of work")
+        self._appends[stream_id] = StreamAppend(
+            stream_id, expected_version, self.ledger.to_new_events(events, self.actor)
+        )
+
+    @property
+    def staged(self) -> int:
+        """Streams with events waiting for the commit."""
+        return len(self._appends)
+
+    async def commit(self) -> None:
+        """Append every staged stream in one transaction, at the versions read."""
+        if self._appends:
+            await self.ledger.store.append_many(list(self._appends.values()))
+            self._appends.clear()
+
+
+class Ledger:
+    """Reads aggregates from their streams and commits units of work on one event store."""
+
+    def __init__(
+        self, store: EventStore, clock: Clock, new_id: IdFactory, *, attempts: int = 5
+    ) -> None:
         self.store = store
         self.clock = clock
         self.new_id = new_id
+        self.attempts = attempts
 
     def to_new_events(self, events: Sequence[Event], actor: Actor) -> list[NewEvent]:
         """Store-ready events with ids and metadata."""
@@ -40,60 +111,46 @@ class Aggregates:
         )
         return [NewEvent(self.new_id(), tag_of(type(e)), encode_event(e), meta) for e in events]
 
-    async def load_request(self, request_id: str) -> Request | None:
-        """The request's current state from its stream."""
-        recorded = await self.store.read_stream(request_agg.stream_id(request_id))
-        return _fold_requests(recorded)
+    async def load(self, decider: Decider[S, C, E], entity_id: str) -> S | None:
+        """One aggregate's current state from its stream."""
+        recorded = await self.store.read_stream(decider.stream_id(entity_id))
+        return decider.fold(decider.decode(e.data) for e in recorded)
 
-    async def load_requests(self, request_ids: Sequence[str]) -> dict[str, Request | None]:
-        """Many requests in one read."""
-        streams = await self.store.read_streams([request_agg.stream_id(r) for r in request_ids])
-        return {rid: _fold_requests(streams[request_agg.stream_id(rid)]) for rid in request_ids}
+    async def read_many(
+        self, decider: Decider[S, C, E], entity_ids: Sequence[str]
+    ) -> dict[str, list[E]]:
+        """Many aggregates' events, decoded, in one read, by id."""
+        streams = await self.store.read_streams([decider.stream_id(i) for i in entity_ids])
+        return {
+            i: [decider.decode(e.data) for e in streams[decider.stream_id(i)]] for i in entity_ids
+        }
 
-    async def load_batch(self, batch_id: str) -> Batch | None:
-        """The batch's current state from its stream."""
-        recorded = await self.store.read_stream(batch_agg.stream_id(batch_id))
-        events: list[BatchEvent] = [decode_event(e.data) for e in recorded]  # type: ignore[misc]
-        return batch_agg.fold(events)
+    async def load_many(
+        self, decider: Decider[S, C, E], entity_ids: Sequence[str]
+    ) -> dict[str, S | None]:
+        """Many aggregates in one read, by id."""
+        events = await self.read_many(decider, entity_ids)
+        return {i: decider.fold(events[i]) for i in entity_ids}
 
-    async def handle_request(
-        self, request_id: str, command: RequestCommand, actor: Actor
-    ) -> Sequence[Event]:
-        """Decide a command for one request and append its events at the version read."""
-        state = await self.load_request(request_id)
-        events = request_agg.decide(state, command)
-        version = state.version if state else 0
-        await self.store.append(
-            request_agg.stream_id(request_id), version, self.to_new_events(events, actor)
-        )
-        return events
+    async def run(self, actor: Actor, work: Callable[[Unit], Awaitable[T]]) -> T:
+        """Run `work` in a unit of work and commit it; on a conflict, read and decide again."""
+        for _ in range(self.attempts):
+            unit = Unit(self, actor)
+            result = await work(unit)
+            try:
+                await unit.commit()
+            except ConcurrencyError:
+                continue
+            return result
+        raise StillChanging(self.attempts)
 
-    async def handle_batch(
-        self, batch_id: str, command: BatchCommand, actor: Actor
-    ) -> Sequence[Event]:
-        """Decide a command for one batch and append its events at the version read."""
-        state = await self.load_batch(batch_id)
-        events = batch_agg.decide(state, command)
-        if events:
-            version = state.version if state else 0
-            await self.store.append(
-                batch_agg.stream_id(batch_id), version, self.to_new_events(events, actor)
-            )
-        return events
+    async def execute(
+        self, decider: Decider[S, C, E], entity_id: str, command: C, actor: Actor
+    ) -> list[E]:
+        """Load one aggregate, decide one command, commit (retrying on a conflict)."""
 
-    def request_appends(
-        self, decided: Sequence[tuple[Request, Sequence[Event]]], actor: Actor
-    ) -> list[StreamAppend]:
-        """One expected-version append per request, ready for a single append_many."""
-        return [
-            StreamAppend(
-                request_agg.stream_id(r.request_id), r.version, self.to_new_events(ev, actor)
-            )
-            for r, ev in decided
-            if ev
-        ]
+        async def work(unit: Unit) -> list[E]:
+            state = await self.load(decider, entity_id)
+            return unit.decide(decider, entity_id, state, command)
 
-
-def _fold_requests(recorded: Sequence[RecordedEvent]) -> Request | None:
-    events: list[RequestEvent] = [decode_event(e.data) for e in recorded]  # type: ignore[misc]
-    return request_agg.fold(events)
+        return await self.run(actor, work)

@@ -6,7 +6,7 @@ import sys
 
 from eventstore import EventStore
 from service.adapters.database import migrate
-from service.application.ledger import Actor, Aggregates
+from service.application.ledger import Actor, Ledger
 from service.entrypoints.intake import Importer, ImportReport
 from service.entrypoints.runtime import utc_now
 from service.ids import uuid7
@@ -30,7 +30,7 @@ async def run_import(dsn: str, source: str, company_id: str, model: str) -> int:
     store = await EventStore.open(dsn, max_size=4)
     bar = tqdm(desc="transcripts", unit="row", disable=not sys.stderr.isatty())
     try:
-        importer = Importer(Aggregates(store, clock=utc_now, new_id=uuid7), Actor("import"))
+        importer = Importer(Ledger(store, clock=utc_now, new_id=uuid7), Actor("import"))
         report = await importer.run(source, company_id, model, progress=bar.update)
     except OSError as exc:
         print(f"batchledger import: cannot read {source}: {exc}", file=sys.stderr)

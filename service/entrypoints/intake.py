@@ -13,11 +13,10 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 import msgspec
 
-from eventstore import ConcurrencyError, StreamAppend
-from service.application.ledger import Actor, Aggregates
+from service.application.ledger import Actor, Ledger
+from service.application.requests import queue_requests
 from service.ids import request_id
 from service.transcripts import TranscriptError, parse_time, parse_transcript, render
-from statemachine import request as request_agg
 from statemachine.commands import QueueRequest
 
 COLUMNS = (
@@ -147,13 +146,13 @@ class Importer:
 
     def __init__(
         self,
-        aggregates: Aggregates,
+        ledger: Ledger,
         actor: Actor,
         *,
         concurrency: int = 16,
         chunk_rows: int = 2_000,
     ) -> None:
-        self.aggregates = aggregates
+        self.ledger = ledger
         self.actor = actor
         self.concurrency = concurrency
         # Rows fetched and queued per append: memory stays flat on a large export, and
@@ -227,23 +226,6 @@ class Importer:
         return list(unique.values())
 
     async def _queue(self, commands: list[QueueRequest], report: ImportReport) -> None:
-        pending = {c.request_id: c for c in commands}
-        while pending:
-            appends = [
-                StreamAppend(
-                    request_agg.stream_id(c.request_id),
-                    0,
-                    self.aggregates.to_new_events(request_agg.decide(None, c), self.actor),
-                )
-                for c in pending.values()
-            ]
-            try:
-                await self.aggregates.store.append_many(appends)
-            except ConcurrencyError as exc:
-                # Streams that exist were queued before: drop them and append the rest.
-                for conflict in exc.conflicts:
-                    pending.pop(conflict.stream_id.removeprefix("request-"), None)
-                    report.already_queued += 1
-                continue
-            report.queued += len(pending)
-            return
+        done = await queue_requests(self.ledger, commands, self.actor)
+        report.queued += len(done.created)
+        report.already_queued += len(done.existing)

@@ -13,30 +13,21 @@ from projections import queries
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner
 from service.adapters.openai_gateway import OpenAIGateway, make_client
-from service.application.creator import BatchCreator
+from service.application.app import Application
+from service.application.batching import Batching
 from service.application.ingestion import Ingestion
-from service.application.ledger import Actor, Aggregates
-from service.application.poller import BatchPoller
+from service.application.ledger import Actor, Ledger
+from service.application.polling import Polling
 from service.config import Settings
+from service.entrypoints.jobs import CreatorPass, PollerPass
 from service.entrypoints.scheduler import Scheduler
 from service.ids import uuid7
 from service.logs import get_logger
 from service.metrics import Metrics
-from statemachine.states import BatchState
+from statemachine.states import UNFINISHED
 
 CREATOR = Actor("batch-creator")
 POLLER = Actor("batch-poller")
-UNFINISHED = [
-    BatchState.PENDING,
-    BatchState.UPLOADING,
-    BatchState.VALIDATING,
-    BatchState.IN_PROGRESS,
-    BatchState.FINALIZING,
-    BatchState.CANCELLING,
-    BatchState.COMPLETED,
-    BatchState.EXPIRED,
-    BatchState.CANCELLED,
-]
 
 
 def utc_now() -> datetime:
@@ -51,11 +42,10 @@ class Runtime:
     settings: Settings
     store: EventStore
     client: openai.AsyncOpenAI
-    aggregates: Aggregates = field(init=False)
+    app: Application = field(init=False)
     gateway: OpenAIGateway = field(init=False)
-    ingestion: Ingestion = field(init=False)
-    creator: BatchCreator = field(init=False)
-    poller: BatchPoller = field(init=False)
+    creator: CreatorPass = field(init=False)
+    poller: PollerPass = field(init=False)
     runners: list[ProjectionRunner] = field(init=False)
     metrics: Metrics = field(init=False)
 
@@ -63,32 +53,38 @@ class Runtime:
         s = self.settings
         log = get_logger("pipeline")
         self.metrics = Metrics()
-        self.aggregates = Aggregates(self.store, clock=utc_now, new_id=uuid7)
+        ledger = Ledger(self.store, clock=utc_now, new_id=uuid7)
         self.gateway = OpenAIGateway(self.client)
         self.metrics.error_source = self.gateway.errors
-        self.ingestion = Ingestion(
-            self.aggregates,
+        ingestion = Ingestion(
+            ledger,
             self.gateway,
             max_attempts=s.request_max_attempts,
             prices=s.model_prices,
             actor=POLLER,
         )
-        self.creator = BatchCreator(
-            self.aggregates,
-            self.gateway,
-            max_requests=s.batch_max_requests,
-            max_bytes=s.batch_max_bytes,
-            actor=CREATOR,
-            log=log.bind(scheduler="batch-creator"),
+        self.app = Application(
+            ledger=ledger,
+            batching=Batching(
+                ledger,
+                self.gateway,
+                max_requests=s.batch_max_requests,
+                max_bytes=s.batch_max_bytes,
+                actor=CREATOR,
+                log=log.bind(scheduler="batch-creator"),
+            ),
+            ingestion=ingestion,
+            polling=Polling(
+                ledger,
+                self.gateway,
+                ingestion,
+                actor=POLLER,
+                log=log.bind(scheduler="batch-poller"),
+                metrics=self.metrics,
+            ),
         )
-        self.poller = BatchPoller(
-            self.aggregates,
-            self.gateway,
-            self.ingestion,
-            actor=POLLER,
-            log=log.bind(scheduler="batch-poller"),
-            metrics=self.metrics,
-        )
+        self.creator = CreatorPass(self.store.pool, self.app.batching)
+        self.poller = PollerPass(self.store.pool, self.app.polling)
         self.runners = [ProjectionRunner(self.store, p) for p in all_projections().values()]
 
     @classmethod
@@ -145,7 +141,7 @@ class Runtime:
         """No request waits and no batch is unfinished (projections caught up first)."""
         await self.catch_up()
         counts = await queries.summary(self.store.pool)
-        if counts["pending_batching"] or counts["batching_in_progress"]:
+        if counts.pending_batching or counts.batching_in_progress:
             return False
         return not await queries.batches_in(self.store.pool, UNFINISHED)
 

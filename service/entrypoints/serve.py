@@ -34,7 +34,7 @@ async def serve(
     if api:
         from service.entrypoints.api.server import run_api
 
-        jobs.append(run_api(runtime, settings, stop))
+        jobs.append(run_api(runtime.store, runtime.app, runtime.metrics, settings, stop))
     log.info("serve.started", schedulers=schedulers, projections=projections, api=api)
     tasks = [asyncio.ensure_future(job) for job in jobs]
     try:

@@ -21,11 +21,12 @@ from service.application.ledger import Actor
 from service.config import Settings
 from service.entrypoints.api.server import run_api
 from service.entrypoints.intake import Importer
-from service.entrypoints.runtime import UNFINISHED, Runtime
+from service.entrypoints.runtime import Runtime
 from service.logs import configure
 from service.net import free_port
 from service.tools.emulator.app import create_emulator_app
 from service.tools.emulator.knobs import Knobs
+from statemachine.states import UNFINISHED
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sessions.csv"
 
@@ -43,18 +44,18 @@ async def _wait_until_done(runtime: Runtime, stop: asyncio.Event) -> None:
     pool = runtime.store.pool
     while not stop.is_set():
         counts = await queries.summary(pool)
-        busy = counts["pending_batching"] + counts["batching_in_progress"]
-        finished = counts["processing_complete"] + counts["processing_failed"]
+        busy = counts.pending_batching + counts.batching_in_progress
+        finished = counts.processing_complete + counts.processing_failed
         if finished and not busy and not await queries.batches_in(pool, UNFINISHED):
             return
         await asyncio.sleep(0.2)
 
 
-def _print_summary(counts: dict[str, int], batches: int, seconds: float) -> None:
-    done = counts["processing_complete"] + counts["processing_failed"]
+def _print_summary(counts: queries.StatusCounts, batches: int, seconds: float) -> None:
+    done = counts.processing_complete + counts.processing_failed
     print(f"\npipeline: {done} requests finished in {seconds:.1f} s across {batches} batch(es)\n")
     print(f"  {'status':<24}{'requests':>9}")
-    for status, n in counts.items():
+    for status, n in msgspec.structs.asdict(counts).items():
         print(f"  {status:<24}{n:>9}")
 
 
@@ -88,7 +89,7 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     print(f"emulator: {emulator_url}/v1   admin API: http://127.0.0.1:{port}")
-    report = await Importer(runtime.aggregates, Actor("demo-import")).run(
+    report = await Importer(runtime.app.ledger, Actor("demo-import")).run(
         str(sample), "demo", settings.openai_model
     )
     print(
@@ -97,7 +98,7 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
     )
     jobs: list[Coroutine[Any, Any, None]] = [r.run(stop) for r in runtime.runners]
     jobs += [s.run(stop) for s in runtime.schedulers()]
-    jobs.append(run_api(runtime, settings, stop))
+    jobs.append(run_api(runtime.store, runtime.app, runtime.metrics, settings, stop))
     tasks = [asyncio.ensure_future(j) for j in jobs]
     started = time.monotonic()
     try:
@@ -117,4 +118,4 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
         await asyncio.gather(*tasks, return_exceptions=True)
         await runtime.close()
         await emulator.cleanup()
-    return 0 if counts["processing_failed"] == 0 else 1
+    return 0 if counts.processing_failed == 0 else 1

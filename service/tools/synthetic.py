@@ -1,15 +1,15 @@
-"""Synthetic event histories built fast through the domain and the store (bench and tests)."""
+"""Synthetic event histories built fast through the application layer (bench and tests)."""
 
 from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from eventstore import EventStore, StreamAppend
-from service.application.ledger import Actor, Aggregates
+from eventstore import EventStore
+from service.application.ledger import Actor, Ledger, Unit
+from service.application.requests import queue_requests, requeue_requests
 from service.ids import uuid7
-from statemachine import batch as batch_agg
-from statemachine import request as request_agg
+from statemachine.batch import BATCHES
 from statemachine.commands import (
     AssignToBatch,
     CompleteRequest,
@@ -20,11 +20,10 @@ from statemachine.commands import (
     QueueRequest,
     RecordSubmission,
     RecordUpload,
-    RequeueRequest,
     StartUpload,
 )
 from statemachine.events import RequestCounts, Usage
-from statemachine.request import Request
+from statemachine.request import REQUESTS, Request
 
 ANALYSIS = {
     "language": "en",
@@ -43,17 +42,15 @@ TRANSCRIPT = (
 )
 
 
-def aggregates(store: EventStore) -> Aggregates:
-    """Aggregates with a ticking clock."""
+def ledger(store: EventStore) -> Ledger:
+    """A ledger with a ticking clock."""
     ticks = itertools.count()
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    return Aggregates(
-        store, clock=lambda: start + timedelta(milliseconds=next(ticks)), new_id=uuid7
-    )
+    return Ledger(store, clock=lambda: start + timedelta(milliseconds=next(ticks)), new_id=uuid7)
 
 
 async def queue_many(
-    agg: Aggregates,
+    led: Ledger,
     n: int,
     *,
     company: str = "acme",
@@ -63,45 +60,34 @@ async def queue_many(
 ) -> list[str]:
     """Queue n requests in one append."""
     ids = [f"{prefix}{i}" for i in range(n)]
-    appends = []
-    for rid in ids:
-        cmd = QueueRequest(
+    commands = [
+        QueueRequest(
             request_id=rid,
             company_id=company,
             session_id=f"s-{rid}",
             model=model,
             transcript=transcript,
         )
-        appends.append(
-            StreamAppend(
-                request_agg.stream_id(rid),
-                0,
-                agg.to_new_events(request_agg.decide(None, cmd), SYSTEM),
-            )
-        )
-    await agg.store.append_many(appends)
+        for rid in ids
+    ]
+    await queue_requests(led, commands, SYSTEM)
     return ids
 
 
 async def run_batch(
-    agg: Aggregates, batch_id: str, ids: list[str], *, fail_every: int = 0, retryable: bool = True
+    led: Ledger, batch_id: str, ids: list[str], *, fail_every: int = 0, retryable: bool = True
 ) -> None:
     """Plan, submit, complete a batch; every `fail_every`-th request fails."""
-    loaded = await agg.load_requests(ids)
-    requests: list[Request] = [r for r in loaded.values() if r is not None]
-    planned = batch_agg.decide(
-        None,
-        PlanBatch(
-            batch_id=batch_id,
-            company_id=requests[0].company_id,
-            model=requests[0].model,
-            request_ids=ids,
-        ),
+    loaded = await led.load_many(REQUESTS, ids)
+    requests: dict[str, Request] = {rid: r for rid, r in loaded.items() if r is not None}
+    first = next(iter(requests.values()))
+    unit = Unit(led, SYSTEM)
+    plan = PlanBatch(
+        batch_id=batch_id, company_id=first.company_id, model=first.model, request_ids=ids
     )
-    appends = [StreamAppend(batch_agg.stream_id(batch_id), 0, agg.to_new_events(planned, SYSTEM))]
-    decided = request_agg.decide_many(requests, AssignToBatch(batch_id=batch_id))
-    appends += agg.request_appends(list(zip(requests, decided, strict=True)), SYSTEM)
-    await agg.store.append_many(appends)
+    unit.decide(BATCHES, batch_id, None, plan)
+    unit.decide_many(REQUESTS, requests, AssignToBatch(batch_id=batch_id))
+    await unit.commit()
     for step in (
         StartUpload(filename=f"{batch_id}.jsonl"),
         RecordUpload(input_file_id=f"file-{batch_id}", bytes=1),
@@ -112,13 +98,17 @@ async def run_batch(
             output_file_id=f"out-{batch_id}",
         ),
     ):
-        await agg.handle_batch(batch_id, step, SYSTEM)
-    loaded = await agg.load_requests(ids)
-    outcomes = []
+        await led.execute(BATCHES, batch_id, step, SYSTEM)
+    await _outcomes(led, batch_id, ids, fail_every, retryable)
+
+
+async def _outcomes(
+    led: Ledger, batch_id: str, ids: list[str], fail_every: int, retryable: bool
+) -> None:
+    loaded = await led.load_many(REQUESTS, ids)
+    unit = Unit(led, SYSTEM)
     failed = 0
     for n, rid in enumerate(ids):
-        r = loaded[rid]
-        assert r is not None
         if fail_every and n % fail_every == 0:
             outcome: CompleteRequest | FailRequest = FailRequest(
                 batch_id=batch_id,
@@ -135,18 +125,13 @@ async def run_batch(
                 usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
                 cost_micro_usd=7,
             )
-        outcomes.append((r, request_agg.decide(r, outcome)))
-    await agg.store.append_many(agg.request_appends(outcomes, SYSTEM))
-    await agg.handle_batch(
-        batch_id, FinishIngestion(completed=len(ids) - failed, failed=failed, missing=0), SYSTEM
-    )
+        unit.decide(REQUESTS, rid, loaded[rid], outcome)
+    await unit.commit()
+    finish = FinishIngestion(completed=len(ids) - failed, failed=failed, missing=0)
+    await led.execute(BATCHES, batch_id, finish, SYSTEM)
 
 
-async def requeue_failed(agg: Aggregates, ids: list[str]) -> int:
+async def requeue_failed(led: Ledger, ids: list[str]) -> int:
     """Requeue the failed ones among ids, as an admin."""
-    loaded = await agg.load_requests(ids)
-    failed = [r for r in loaded.values() if r is not None and r.state.value == "PROCESSING_FAILED"]
-    decided = [(r, request_agg.decide(r, RequeueRequest())) for r in failed]
-    if decided:
-        await agg.store.append_many(agg.request_appends(decided, Actor("admin-token")))
-    return len(failed)
+    done = await requeue_requests(led, ids, Actor("admin-token"))
+    return done.requeued

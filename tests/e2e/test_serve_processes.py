@@ -12,7 +12,7 @@ import pytest
 
 from eventstore import EventStore
 from service.faults import FAULT_EXIT_CODE
-from service.tools.synthetic import aggregates, queue_many
+from service.tools.synthetic import ledger, queue_many
 from tests.conftest import Running
 
 TRANSCRIPT = "[01.10.2026 09:00:00] User: I am sick today, can I stay home? Thanks"
@@ -68,7 +68,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def queue(store: EventStore, n: int) -> list[str]:
-    return await queue_many(aggregates(store), n, transcript=TRANSCRIPT)
+    return await queue_many(ledger(store), n, transcript=TRANSCRIPT)
 
 
 async def wait_all_complete(store: EventStore, n: int, seconds: float) -> None:

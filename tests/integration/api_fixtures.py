@@ -38,13 +38,14 @@ async def api_factory(db_dsn: str, emulator: Running) -> AsyncIterator[object]:
         settings = Settings(batch_creation_interval_seconds=0, batch_polling_interval_seconds=0)
         client = openai.AsyncOpenAI(base_url=f"{emulator.url}/v1", api_key="sk-test", max_retries=0)
         runtime = await Runtime.open(settings, db_dsn, client)
-        deps = await build_deps(runtime, settings)
+        if "requeue_attempts" in limits:  # conflicts retried by the unit of work
+            runtime.app.ledger.attempts = int(limits["requeue_attempts"])
+        deps = await build_deps(runtime.store, runtime.app, runtime.metrics, settings)
         deps = replace(
             deps,
             token_limiter=RateLimiter(int(limits.get("per_token", 100_000))),
             auth_failure_limiter=RateLimiter(int(limits.get("auth_failures", 100_000))),
             heartbeat_seconds=limits.get("heartbeat", deps.heartbeat_seconds),
-            requeue_attempts=int(limits.get("requeue_attempts", deps.requeue_attempts)),
         )
         test_client = TestClient(TestServer(create_app(deps)))
         await test_client.start_server()

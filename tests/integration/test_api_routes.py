@@ -11,7 +11,8 @@ import pytest
 from service.adapters.tokens import Role
 from service.entrypoints.api.routes import ROUTES
 from service.ids import request_id
-from service.tools.synthetic import aggregates, queue_many, run_batch
+from service.tools.synthetic import ledger, queue_many, run_batch
+from statemachine.batch import BATCHES
 from tests.conftest import Running
 from tests.integration.api_fixtures import Api
 
@@ -34,7 +35,7 @@ async def post(api: Api, path: str, body: object, role: str = "admin") -> tuple[
 
 
 async def seed(api: Api, n: int = 8, *, fail_every: int = 4) -> list[str]:
-    agg = aggregates(api.runtime.store)
+    agg = ledger(api.runtime.store)
     ids = await queue_many(agg, n)
     await run_batch(agg, "b1", ids, fail_every=fail_every, retryable=False)
     await api.runtime.catch_up()
@@ -126,7 +127,7 @@ async def test_a_cursor_is_bound_to_its_filters_and_refused_when_tampered(api: A
 async def test_keyset_walk_while_requests_are_inserted_returns_each_existing_row_once(
     api: Api,
 ) -> None:
-    agg = aggregates(api.runtime.store)
+    agg = ledger(api.runtime.store)
     existing = set(await queue_many(agg, 30))
     await api.runtime.catch_up()
     seen: list[str] = []
@@ -276,7 +277,7 @@ async def test_cancel_a_running_batch_then_409_when_finished_and_404_when_unknow
     api: Api, emulator: Running
 ) -> None:
     await emulator.knobs(in_progress_seconds=30, partial_lines=0, cancelling_seconds=0)
-    await queue_many(aggregates(api.runtime.store), 3, transcript=TRANSCRIPT)
+    await queue_many(ledger(api.runtime.store), 3, transcript=TRANSCRIPT)
     await api.runtime.catch_up()
     await api.runtime.creator.run_once()
     await api.runtime.catch_up()
@@ -285,7 +286,7 @@ async def test_cancel_a_running_batch_then_409_when_finished_and_404_when_unknow
     ]
     for _ in range(50):
         await api.runtime.poller.run_once()
-        if (await api.runtime.aggregates.load_batch(bid)).state.value == "IN_PROGRESS":  # type: ignore[union-attr]
+        if (await api.runtime.app.ledger.load(BATCHES, bid)).state.value == "IN_PROGRESS":  # type: ignore[union-attr]
             break
         await asyncio.sleep(0.02)
     assert (await post(api, f"/batches/{bid}/cancel", None, role="support"))[0] == 403
@@ -352,7 +353,7 @@ async def test_cancel_answers_503_with_retry_after_when_openai_fails_and_records
     api: Api, emulator: Running
 ) -> None:
     await emulator.knobs(in_progress_seconds=30)
-    await queue_many(aggregates(api.runtime.store), 2, transcript=TRANSCRIPT)
+    await queue_many(ledger(api.runtime.store), 2, transcript=TRANSCRIPT)
     await api.runtime.catch_up()
     await api.runtime.creator.run_once()
     await api.runtime.catch_up()
@@ -380,7 +381,7 @@ async def test_metrics_move_as_the_pipeline_runs(api: Api) -> None:
         return values
 
     before = await scrape()
-    await queue_many(aggregates(api.runtime.store), 5, transcript=TRANSCRIPT)
+    await queue_many(ledger(api.runtime.store), 5, transcript=TRANSCRIPT)
     async with asyncio.timeout(30):
         await api.runtime.run_until_idle()
     after = await scrape()
@@ -505,8 +506,8 @@ async def test_nul_characters_are_refused_at_the_edge_not_by_the_database(api: A
 
 async def test_requeue_answers_409_when_a_request_keeps_changing_under_it(api_factory) -> None:  # type: ignore[no-untyped-def]
     from eventstore.store import WRITER_LOCK_KEY
-    from statemachine import request as request_agg
     from statemachine.events import RequestFailed
+    from statemachine.request import REQUESTS
 
     api: Api = await api_factory(requeue_attempts=1)
     await seed(api, 4)  # r0 is failed
@@ -528,11 +529,11 @@ async def test_requeue_answers_409_when_a_request_keeps_changing_under_it(api_fa
         await store.append(
             "request-r0",
             version,
-            api.runtime.aggregates.to_new_events([moved], api.runtime.creator.actor),
+            api.runtime.app.ledger.to_new_events([moved], api.runtime.app.batching.actor),
             conn=held,
         )
         await held.execute("SELECT pg_advisory_unlock($1)", WRITER_LOCK_KEY)
         status, body = await call
     assert (status, body["error"]["code"]) == (409, "conflict")
-    types = [e.type for e in await store.read_stream(request_agg.stream_id("r0"))]
+    types = [e.type for e in await store.read_stream(REQUESTS.stream_id("r0"))]
     assert "RequestRequeued" not in types, "nothing of the refused requeue was written"

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from service.tools.synthetic import aggregates, queue_many, run_batch
+from service.tools.synthetic import ledger, queue_many, run_batch
 from tests.integration.api_fixtures import Api
 
 STREAM = "/api/admin/legacy/events/stream"
@@ -33,7 +33,7 @@ async def read_events(response: aiohttp.ClientResponse, n: int) -> list[tuple[in
 
 
 async def test_reconnecting_with_last_event_id_delivers_every_event_exactly_once(api: Api) -> None:
-    agg = aggregates(api.runtime.store)
+    agg = ledger(api.runtime.store)
     await queue_many(agg, 3, prefix="a")
     seen: list[int] = []
     async with api.client.get(STREAM, headers=api.auth("support")) as first:
@@ -59,12 +59,12 @@ async def test_stream_filters_and_sends_heartbeats(api_factory) -> None:  # type
     async with api.client.get(
         STREAM, params={"category": "batch"}, headers=api.auth("support")
     ) as r:
-        await queue_many(aggregates(api.runtime.store), 2)  # request events: filtered out
+        await queue_many(ledger(api.runtime.store), 2)  # request events: filtered out
         async with asyncio.timeout(5):
             lines = [(await r.content.readline()).decode() for _ in range(8)]
         assert lines.count(": keepalive\n") >= 3
         assert not any(line.startswith(("id:", "event:", "data:")) for line in lines)
-        await run_batch(aggregates(api.runtime.store), "b9", ["r0", "r1"])
+        await run_batch(ledger(api.runtime.store), "b9", ["r0", "r1"])
         (first, *_) = await read_events(r, 1)
         assert first[2]["streamId"] == "batch-b9"
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from eventstore import EventStore
 from service.application.ledger import Actor
 from service.entrypoints.intake import Importer, parse_csv
-from service.tools.synthetic import aggregates
+from service.tools.synthetic import ledger
 from service.transcripts import TranscriptError, parse_transcript, render
 
 GOOD = "[01.10.2026 09:00:00] User: Hello?\n[01.10.2026 09:00:05] Assistant: Hi!\nHow can I help?\n"
@@ -133,7 +133,7 @@ async def test_import_fetches_http_file_and_relative_transcripts_and_reports_the
             row("S1", "rel.txt"),  # the same session twice in one file: queued once
         ],
     )
-    importer = Importer(aggregates(store), Actor("import"), chunk_rows=chunk_rows)
+    importer = Importer(ledger(store), Actor("import"), chunk_rows=chunk_rows)
     report = await importer.run(str(source), "acme", "gpt-4o-mini")
     assert (report.rows, report.queued, report.already_queued) == (8, 3, 0)
     assert [(p.line, p.reason.split(":")[0]) for p in report.problems] == [

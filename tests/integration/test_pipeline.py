@@ -57,17 +57,17 @@ async def test_shipped_sample_imports_and_every_request_completes_with_its_analy
     make_runtime,
 ) -> None:  # type: ignore[no-untyped-def]
     rt: Runtime = await make_runtime()
-    importer = Importer(rt.aggregates, Actor("import"))
+    importer = Importer(rt.app.ledger, Actor("import"))
     report = await importer.run(str(SAMPLE), "acme", "gpt-4o-mini")
     assert (report.rows, report.queued, report.problems) == (50, 50, [])
     await settle(rt)
     summary = await queries.summary(rt.store.pool)
-    assert summary == {
-        "pending_batching": 0,
-        "batching_in_progress": 0,
-        "processing_complete": 50,
-        "processing_failed": 0,
-    }
+    assert summary == queries.StatusCounts(
+        pending_batching=0,
+        batching_in_progress=0,
+        processing_complete=50,
+        processing_failed=0,
+    )
     analysed = await rt.store.pool.fetch(
         "SELECT language, sentiment, category FROM session_analyses"
     )
@@ -78,11 +78,11 @@ async def test_shipped_sample_imports_and_every_request_completes_with_its_analy
         rt.store.pool, (await rt.store.pool.fetchval("SELECT request_id FROM requests LIMIT 1"))
     )
     assert detail is not None
-    assert detail["total_tokens"] > 0
-    assert detail["cost_micro_usd"] > 0
+    assert detail.total_tokens > 0
+    assert detail.cost_micro_usd > 0
     again = await importer.run(str(SAMPLE), "acme", "gpt-4o-mini")
     assert (again.queued, again.already_queued) == (0, 50)
     await rt.catch_up()
-    assert (await queries.summary(rt.store.pool))["processing_complete"] == 50
+    assert (await queries.summary(rt.store.pool)).processing_complete == 50
     batches = await rt.store.pool.fetch("SELECT status FROM batches")
     assert [b["status"] for b in batches] == ["PROCESSED"]

@@ -12,9 +12,9 @@ from projections import queries
 from service.application.ledger import Actor
 from service.config import Settings
 from service.entrypoints.runtime import Runtime
-from service.tools.synthetic import aggregates, queue_many
-from statemachine import request as request_agg
+from service.tools.synthetic import ledger, queue_many
 from statemachine.commands import RequeueRequest
+from statemachine.request import REQUESTS
 from tests.conftest import Running
 
 TRANSCRIPT = "[01.10.2026 09:00:00] User: When is my next shift? Thanks!"
@@ -49,7 +49,7 @@ async def runtime(db_dsn: str, emulator: Running) -> AsyncIterator[MakeRuntime]:
 async def queue(
     rt: Runtime, n: int, *, company: str = "acme", model: str = "gpt-4o-mini", prefix: str = "r"
 ) -> list[str]:
-    agg = aggregates(rt.store)
+    agg = ledger(rt.store)
     return await queue_many(
         agg, n, company=company, model=model, prefix=prefix, transcript=TRANSCRIPT
     )
@@ -75,7 +75,7 @@ async def rows(rt: Runtime) -> dict[str, dict[str, object]]:
 
 
 async def history(rt: Runtime, rid: str) -> list[str]:
-    return [e.type for e in await rt.store.read_stream(request_agg.stream_id(rid))]
+    return [e.type for e in await rt.store.read_stream(REQUESTS.stream_id(rid))]
 
 
 async def emulator_batches_per_ours(emulator: Running) -> dict[str, int]:
@@ -114,7 +114,7 @@ async def test_batch_max_requests_splits_one_group_into_several_batches(
         for r in await rt.store.pool.fetch("SELECT request_count FROM batches ORDER BY seq")
     ]
     assert sizes == [4, 4, 2]
-    assert (await queries.summary(rt.store.pool))["processing_complete"] == 10
+    assert (await queries.summary(rt.store.pool)).processing_complete == 10
 
 
 async def test_batch_max_bytes_splits_a_group_by_size(runtime: MakeRuntime) -> None:
@@ -122,7 +122,7 @@ async def test_batch_max_bytes_splits_a_group_by_size(runtime: MakeRuntime) -> N
     await queue(rt, 6)
     await settle(rt)
     assert await rt.store.pool.fetchval("SELECT count(*) FROM batches") >= 2
-    assert (await queries.summary(rt.store.pool))["processing_complete"] == 6
+    assert (await queries.summary(rt.store.pool)).processing_complete == 6
 
 
 async def test_expired_batch_keeps_partial_output_and_retries_the_rest(
@@ -209,7 +209,7 @@ async def test_only_an_error_file_retries_then_fails_and_an_admin_requeue_recove
     assert all(b["output_file_id"] is None and b["error_file_id"] for b in out)
     await emulator.knobs(line_failure_rate=0.0)
     for rid in ids:
-        await rt.aggregates.handle_request(rid, RequeueRequest(), Actor("ops"))
+        await rt.app.ledger.execute(REQUESTS, rid, RequeueRequest(), Actor("ops"))
     await settle(rt)
     assert {r["status"] for r in (await rows(rt)).values()} == {"PROCESSING_COMPLETE"}
 
@@ -221,7 +221,7 @@ async def test_malformed_and_unknown_output_lines_are_recorded_not_applied(
     rt = await runtime()
     await queue(rt, 4)
     await settle(rt)
-    assert (await queries.summary(rt.store.pool))["processing_complete"] == 4
+    assert (await queries.summary(rt.store.pool)).processing_complete == 4
     rejected = await rt.store.pool.fetch(
         "SELECT data->>'kind' AS kind FROM events WHERE event_type = 'BatchOutputLineRejected'"
     )
@@ -254,7 +254,7 @@ async def test_api_errors_defer_the_step_and_lose_nothing(
     rt = await runtime()
     await queue(rt, 4)
     await settle(rt)
-    assert (await queries.summary(rt.store.pool))["processing_complete"] == 4
+    assert (await queries.summary(rt.store.pool)).processing_complete == 4
     assert set((await emulator_batches_per_ours(emulator)).values()) == {1}
     assert rt.gateway.errors.get(f"http_{status}", 0) == 5
 

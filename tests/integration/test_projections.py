@@ -13,7 +13,8 @@ from projections.batches import BatchesProjection
 from projections.rebuild import rebuild
 from projections.requests import RequestsProjection
 from projections.runner import ProjectionRunner
-from service.tools.synthetic import aggregates, queue_many, requeue_failed, run_batch
+from service.tools.synthetic import ledger, queue_many, requeue_failed, run_batch
+from statemachine.states import RequestState
 
 REQUESTS, BATCHES = RequestsProjection(), BatchesProjection()
 
@@ -24,71 +25,71 @@ async def catch_up(store: EventStore) -> None:
 
 
 async def test_requests_rows_counters_and_analyses_follow_the_events(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     ids = await queue_many(agg, 10)
     await catch_up(store)
-    assert await queries.summary(store.pool) == {
-        "pending_batching": 10,
-        "batching_in_progress": 0,
-        "processing_complete": 0,
-        "processing_failed": 0,
-    }
+    assert await queries.summary(store.pool) == queries.StatusCounts(
+        pending_batching=10,
+        batching_in_progress=0,
+        processing_complete=0,
+        processing_failed=0,
+    )
     await run_batch(agg, "b1", ids, fail_every=5, retryable=False)
     await catch_up(store)
-    assert await queries.summary(store.pool) == {
-        "pending_batching": 0,
-        "batching_in_progress": 0,
-        "processing_complete": 8,
-        "processing_failed": 2,
-    }
+    assert await queries.summary(store.pool) == queries.StatusCounts(
+        pending_batching=0,
+        batching_in_progress=0,
+        processing_complete=8,
+        processing_failed=2,
+    )
     done = await queries.request_detail(store.pool, "r1")
     assert done is not None
-    assert (done["status"], done["batch_id"], done["attempts"]) == ("PROCESSING_COMPLETE", "b1", 1)
-    assert (done["total_tokens"], done["cost_micro_usd"], done["category"]) == (
+    assert (done.status, done.batch_id, done.attempts) == ("PROCESSING_COMPLETE", "b1", 1)
+    assert (done.total_tokens, done.cost_micro_usd, done.analysis and done.analysis.category) == (
         15,
         7,
         "SCHEDULE_HOURS",
     )
     failed = await queries.request_detail(store.pool, "r0")
     assert failed is not None
-    assert (failed["status"], failed["last_error_code"], failed["category"]) == (
+    assert (failed.status, failed.last_error_code, failed.analysis) == (
         "PROCESSING_FAILED",
         "server_error",
         None,
     )
     assert await requeue_failed(agg, ids) == 2
     await catch_up(store)
-    assert (await queries.summary(store.pool))["pending_batching"] == 2
-    assert (await queries.summary(store.pool, company_id="other"))["pending_batching"] == 0
+    assert (await queries.summary(store.pool)).pending_batching == 2
+    assert (await queries.summary(store.pool, company_id="other")).pending_batching == 0
 
 
 async def test_batches_row_follows_the_lifecycle(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     ids = await queue_many(agg, 4)
     await run_batch(agg, "b1", ids, fail_every=2)
     await catch_up(store)
     row = await queries.batch_detail(store.pool, "b1")
     assert row is not None
-    assert (row["status"], row["openai_batch_id"], row["output_file_id"]) == (
+    assert (row.status, row.openai_batch_id, row.output_file_id) == (
         "PROCESSED",
         "batch_b1",
         "out-b1",
     )
-    assert (row["request_count"], row["completed"], row["failed"]) == (4, 2, 2)
-    assert row["submitted_at"] is not None
-    assert row["processed_at"] is not None
+    assert (row.request_count, row.completed, row.failed) == (4, 2, 2)
+    assert row.submitted_at is not None
+    assert row.processed_at is not None
 
 
 async def test_keyset_pages_walk_each_row_once_in_queue_order(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     await queue_many(agg, 25)
     await catch_up(store)
     seen, cursor = [], None
     while True:
         page, cursor = await queries.requests_page(
-            store.pool, "PENDING_BATCHING", 10, after_seq=cursor
+            store.pool, RequestState.PENDING_BATCHING, 10, after_seq=cursor
         )
-        seen += [r["request_id"] for r in page]
+        seen += [r.request_id for r in page]
         if cursor is None:
             break
     assert seen == [f"r{i}" for i in range(25)]
@@ -97,7 +98,7 @@ async def test_keyset_pages_walk_each_row_once_in_queue_order(store: EventStore)
 async def test_runner_killed_between_apply_and_commit_applies_nothing_twice(
     store: EventStore,
 ) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     ids = await queue_many(agg, 50)
     runner = ProjectionRunner(store, REQUESTS, page_size=20)
 
@@ -108,17 +109,17 @@ async def test_runner_killed_between_apply_and_commit_applies_nothing_twice(
     runner.before_commit = die
     with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
         await runner.catch_up()
-    assert (await queries.summary(store.pool))["pending_batching"] == 20
+    assert (await queries.summary(store.pool)).pending_batching == 20
     await run_batch(agg, "b1", ids[:10])
     await ProjectionRunner(store, REQUESTS, page_size=20).catch_up()
     summary = await queries.summary(store.pool)
-    assert summary["pending_batching"] == 40
-    assert summary["processing_complete"] == 10
+    assert summary.pending_batching == 40
+    assert summary.processing_complete == 10
     assert await store.pool.fetchval("SELECT count(*) FROM requests") == 50
 
 
 async def build_history(store: EventStore, *, batches: int, size: int) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     for b in range(batches):
         ids = await queue_many(agg, size, company=f"co{b % 3}", prefix=f"b{b}r")
         await run_batch(agg, f"b{b}", ids, fail_every=4, retryable=b % 2 == 0)
@@ -172,7 +173,7 @@ async def test_rebuild_that_writes_out_rows_midway_still_equals_the_live_tables(
 async def test_reads_answer_from_the_old_tables_during_a_rebuild_and_switch_at_the_swap(
     store: EventStore,
 ) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     await queue_many(agg, 30)
     await catch_up(store)
     await store.pool.execute("UPDATE request_status_counts SET n = 999")  # drift the live table
@@ -184,15 +185,15 @@ async def test_reads_answer_from_the_old_tables_during_a_rebuild_and_switch_at_t
 
     task = asyncio.create_task(rebuild(store, REQUESTS, page_size=7, before_swap=hold))
     await paused.wait()
-    assert (await queries.summary(store.pool))["pending_batching"] == 999
+    assert (await queries.summary(store.pool)).pending_batching == 999
     await queue_many(agg, 5, prefix="late")  # arrives between the replay and the swap
     resume.set()
     await task
-    assert (await queries.summary(store.pool))["pending_batching"] == 35
+    assert (await queries.summary(store.pool)).pending_batching == 35
 
 
 async def test_live_runner_continues_on_the_swapped_tables(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     await queue_many(agg, 10)
     stop = asyncio.Event()
     runner = ProjectionRunner(store, REQUESTS, poll_interval=0.05)
@@ -211,11 +212,11 @@ async def test_live_runner_continues_on_the_swapped_tables(store: EventStore) ->
     await settled(15)
     stop.set()
     await task
-    assert (await queries.summary(store.pool))["pending_batching"] == 15
+    assert (await queries.summary(store.pool)).pending_batching == 15
 
 
 async def test_an_interrupted_rebuild_leaves_the_live_tables_in_use(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     await queue_many(agg, 10)
     await catch_up(store)
 
@@ -224,12 +225,12 @@ async def test_an_interrupted_rebuild_leaves_the_live_tables_in_use(store: Event
 
     with pytest.raises(RuntimeError):
         await rebuild(store, REQUESTS, before_swap=crash)
-    assert (await queries.summary(store.pool))["pending_batching"] == 10
+    assert (await queries.summary(store.pool)).pending_batching == 10
     assert await rebuild(store, REQUESTS) == await store.head()
 
 
 async def test_a_runner_whose_chunk_fails_logs_it_and_carries_on(store: EventStore) -> None:
-    agg = aggregates(store)
+    agg = ledger(store)
     await queue_many(agg, 5)
     runner = ProjectionRunner(store, REQUESTS, poll_interval=0.05)
     failures = []

@@ -108,6 +108,8 @@ def test_admin_requeue_gives_a_fresh_budget_of_attempts() -> None:
                         retryable=True,
                         attempt=n,
                     ),
+                    # decide retries the first two attempts: a history evolve accepts
+                    *([RequestRequeued(request_id="r1", reason="retry")] if n < 3 else []),
                 )
             ],
         ]

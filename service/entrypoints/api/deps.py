@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from eventstore import EventStore
-from service.adapters.openai_gateway import OpenAIGateway
 from service.adapters.tokens import Principal
-from service.application.ledger import Aggregates
+from service.application.app import Application
 from service.entrypoints.api.cursor import Cursors
 from service.entrypoints.api.ratelimit import RateLimiter
 from service.metrics import Metrics
@@ -22,8 +21,7 @@ class Deps:
     """The API's collaborators."""
 
     store: EventStore
-    aggregates: Aggregates
-    gateway: OpenAIGateway
+    app: Application
     metrics: Metrics
     cursors: Cursors
     token_limiter: RateLimiter
@@ -32,7 +30,6 @@ class Deps:
     default_model: str
     heartbeat_seconds: float
     log: object
-    requeue_attempts: int = 5  # reads-and-appends tried when requests change meanwhile
 
 
 DEPS = web.AppKey("deps", Deps)

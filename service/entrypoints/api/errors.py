@@ -10,6 +10,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from eventstore import ConcurrencyError
+from service.application.errors import (
+    Missing,
+    NotCancellable,
+    OpenAIUnavailable,
+    StillChanging,
+    UseCaseError,
+)
 from service.entrypoints.api.schemas import ErrorBody, ErrorResponse
 from statemachine.errors import InvalidTransition
 
@@ -49,6 +56,13 @@ _HTTP_CODES = {
 }
 
 
+_USE_CASE_STATUS: dict[type[UseCaseError], tuple[int, dict[str, str] | None]] = {
+    Missing: (404, None),
+    NotCancellable: (409, None),
+    StillChanging: (409, None),
+    OpenAIUnavailable: (503, {"Retry-After": "5"}),
+}
+
 _DATABASE_DOWN = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -66,6 +80,9 @@ def make_error_middleware(log: object) -> Middleware:
             return await handler(request)
         except ApiError as e:
             return error_response(e.status, e.code, e.message, e.headers)
+        except UseCaseError as e:
+            status, headers = _USE_CASE_STATUS.get(type(e), (409, None))
+            return error_response(status, e.code, str(e), headers)
         except InvalidTransition as e:
             return error_response(409, "invalid_transition", str(e))
         except ConcurrencyError:

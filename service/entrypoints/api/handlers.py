@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from eventstore import ConcurrencyError, RecordedEvent
+from eventstore import RecordedEvent
 from projections import queries
+from projections.batches import BatchRow
 from service.adapters.database import pending
-from service.adapters.openai_gateway import PermanentError, TransientError
 from service.adapters.tokens import Principal
 from service.application.ledger import Actor
 from service.entrypoints.api import schemas as s
@@ -21,11 +21,10 @@ from service.entrypoints.api.errors import ApiError
 from service.entrypoints.api.io import parse_body, parse_query, respond
 from service.ids import request_id as make_request_id
 from service.transcripts import Message, TranscriptError, parse_transcript, render
-from statemachine import request as request_agg
-from statemachine.commands import CancelBatch, QueueRequest, RequeueRequest
+from statemachine.batch import BATCHES
+from statemachine.commands import QueueRequest
+from statemachine.request import REQUESTS
 from statemachine.states import BatchState, RequestState
-
-_ACTIVE = {BatchState.VALIDATING, BatchState.IN_PROGRESS, BatchState.FINALIZING}
 
 
 def deps(request: web.Request) -> Deps:
@@ -48,51 +47,49 @@ def path_id(request: web.Request) -> str:
 
 
 def _request_item(
-    row: dict[str, Any], kind: type[s.RequestItem] = s.RequestItem, **extra: Any
+    row: queries.RequestItem, kind: type[s.RequestItem] = s.RequestItem, **extra: Any
 ) -> Any:
     error = (
-        s.ErrorInfo(row["last_error_code"], row["last_error_message"])
-        if row["last_error_code"]
-        else None
+        s.ErrorInfo(row.last_error_code, row.last_error_message) if row.last_error_code else None
     )
     return kind(
-        id=row["request_id"],
-        session_id=row["session_id"],
-        company_id=row["company_id"],
-        model=row["model"],
-        status=row["status"].lower(),
-        batch_id=row["batch_id"],
-        attempts=row["attempts"],
+        id=row.request_id,
+        session_id=row.session_id,
+        company_id=row.company_id,
+        model=row.model,
+        status=row.status.value.lower(),
+        batch_id=row.batch_id,
+        attempts=row.attempts,
         last_error=error,
-        total_tokens=row["total_tokens"],
-        cost_micro_usd=row["cost_micro_usd"],
-        queued_at=row["queued_at"],
-        updated_at=row["updated_at"],
-        completed_at=row["completed_at"],
+        total_tokens=row.total_tokens,
+        cost_micro_usd=row.cost_micro_usd,
+        queued_at=row.queued_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
         **extra,
     )
 
 
-def _batch_item(row: dict[str, Any]) -> s.BatchItem:
+def _batch_item(row: BatchRow) -> s.BatchItem:
     return s.BatchItem(
-        id=row["batch_id"],
-        company_id=row["company_id"],
-        model=row["model"],
-        status=row["status"].lower(),
-        request_count=row["request_count"],
-        openai_batch_id=row["openai_batch_id"],
-        openai_status=row["openai_status"],
-        input_file_id=row["input_file_id"],
-        output_file_id=row["output_file_id"],
-        error_file_id=row["error_file_id"],
-        request_counts=s.Counts(row["counts_total"], row["counts_completed"], row["counts_failed"]),
-        outcome=s.Outcome(row["completed"], row["failed"], row["missing"], row["rejected_lines"]),
-        last_error=row["last_error"],
-        planned_at=row["planned_at"],
-        submitted_at=row["submitted_at"],
-        finished_at=row["finished_at"],
-        processed_at=row["processed_at"],
-        updated_at=row["updated_at"],
+        id=row.batch_id,
+        company_id=row.company_id,
+        model=row.model,
+        status=row.status.value.lower(),
+        request_count=row.request_count,
+        openai_batch_id=row.openai_batch_id,
+        openai_status=row.openai_status,
+        input_file_id=row.input_file_id,
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        request_counts=s.Counts(row.counts_total, row.counts_completed, row.counts_failed),
+        outcome=s.Outcome(row.completed, row.failed, row.missing, row.rejected_lines),
+        last_error=row.last_error,
+        planned_at=row.planned_at,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+        processed_at=row.processed_at,
+        updated_at=row.updated_at,
     )
 
 
@@ -115,7 +112,7 @@ async def summary(request: web.Request) -> web.Response:
     """Requests per status (the seed's shape)."""
     q = parse_query(request, s.SummaryQuery)
     counts = await queries.summary(deps(request).store.pool, q.company_id)
-    return respond(s.SummaryResponse(summary=s.Summary(**counts)))
+    return respond(s.SummaryResponse(summary=s.Summary(**msgspec.structs.asdict(counts))))
 
 
 async def list_requests(request: web.Request) -> web.Response:
@@ -126,7 +123,7 @@ async def list_requests(request: web.Request) -> web.Response:
     after = d.cursors.decode(q.cursor, scope)
     rows, next_seq = await queries.requests_page(
         d.store.pool,
-        q.status.upper(),
+        RequestState(q.status.upper()),
         q.limit,
         after_seq=after,
         company_id=q.company_id,
@@ -145,22 +142,10 @@ async def get_request(request: web.Request) -> web.Response:
     row = await queries.request_detail(deps(request).store.pool, rid)
     if row is None:
         raise ApiError(404, "not_found", f"no request {rid!r}")
-    analysis = None
-    if row["category"] is not None:
-        analysis = s.Analysis(
-            language=row["language"],
-            sentiment=row["sentiment"],
-            escalated=row["escalated"],
-            forwarded_hr=row["forwarded_hr"],
-            category=row["category"],
-            questions=msgspec.json.decode(row["questions"]),
-            summary=row["summary"],
-            analysed_at=row["analysed_at"],
-        )
-    usage = s.UsageOut(row["prompt_tokens"], row["completion_tokens"], row["total_tokens"])
-    detail = _request_item(
-        row, s.RequestDetail, source=row["source"], usage=usage, analysis=analysis
-    )
+    a = row.analysis
+    analysis = s.Analysis(**msgspec.structs.asdict(a)) if a is not None else None
+    usage = s.UsageOut(row.prompt_tokens, row.completion_tokens, row.total_tokens)
+    detail = _request_item(row, s.RequestDetail, source=row.source, usage=usage, analysis=analysis)
     return respond(s.RequestResponse(request=detail))
 
 
@@ -168,7 +153,7 @@ async def request_history(request: web.Request) -> web.Response:
     """The request's events in order: the audit trail."""
     parse_query(request, s.NoQuery)
     rid = path_id(request)
-    events = await deps(request).store.read_stream(request_agg.stream_id(rid))
+    events = await deps(request).store.read_stream(REQUESTS.stream_id(rid))
     if not events:
         raise ApiError(404, "not_found", f"no request {rid!r}")
     return respond(s.HistoryResponse(id=rid, history=_history(events)))
@@ -178,29 +163,14 @@ async def requeue(request: web.Request) -> web.Response:
     """Send failed requests back to waiting; the rest are counted, not touched."""
     parse_query(request, s.NoQuery)
     body = await parse_body(request, s.RequeueBody)
-    d, who = deps(request), actor(request)
-    ids = list(dict.fromkeys(body.request_ids))
-    for _ in range(d.requeue_attempts):
-        loaded = await d.aggregates.load_requests(ids)
-        failed = [
-            r
-            for r in loaded.values()
-            if r is not None and r.state is RequestState.PROCESSING_FAILED
-        ]
-        missing = sum(1 for r in loaded.values() if r is None)
-        decided = [(r, list(request_agg.decide(r, RequeueRequest()))) for r in failed]
-        try:
-            if decided:
-                await d.store.append_many(d.aggregates.request_appends(decided, who))
-        except ConcurrencyError:
-            continue  # some request moved meanwhile: read again, decide again
-        skipped = len(ids) - missing - len(failed)
-        return respond(
-            s.RequeueResponse(
-                requeued_count=len(failed), not_found_count=missing, skipped_count=skipped
-            )
+    done = await deps(request).app.requeue(body.request_ids, actor(request))
+    return respond(
+        s.RequeueResponse(
+            requeued_count=done.requeued,
+            not_found_count=done.not_found,
+            skipped_count=done.skipped,
         )
-    raise ApiError(409, "conflict", "the requests kept changing; try again")
+    )
 
 
 def _transcript(body: s.EnqueueBody) -> str:
@@ -237,12 +207,8 @@ async def enqueue(request: web.Request) -> web.Response:
         transcript=_transcript(body),
         source="api",
     )
-    events = request_agg.decide(None, command)
-    try:
-        await d.store.append(
-            request_agg.stream_id(rid), 0, d.aggregates.to_new_events(events, actor(request))
-        )
-    except ConcurrencyError:
+    done = await d.app.queue([command], actor(request))
+    if not done.created:
         return respond(s.EnqueueResponse(request_id=rid, created=False))
     return respond(s.EnqueueResponse(request_id=rid, created=True), status=201)
 
@@ -254,7 +220,10 @@ async def list_batches(request: web.Request) -> web.Response:
     scope = f"batches|{q.status or ''}"
     after = d.cursors.decode(q.cursor, scope)
     rows, next_seq = await queries.batches_page(
-        d.store.pool, q.limit, status=q.status.upper() if q.status else None, after_seq=after
+        d.store.pool,
+        q.limit,
+        status=BatchState(q.status.upper()) if q.status else None,
+        after_seq=after,
     )
     cursor = d.cursors.encode(next_seq, scope)
     return respond(s.BatchesResponse(batches=[_batch_item(r) for r in rows], next_cursor=cursor))
@@ -274,7 +243,7 @@ async def batch_history(request: web.Request) -> web.Response:
     """The batch's events in order."""
     parse_query(request, s.NoQuery)
     bid = path_id(request)
-    events = await deps(request).store.read_stream(f"batch-{bid}")
+    events = await deps(request).store.read_stream(BATCHES.stream_id(bid))
     if not events:
         raise ApiError(404, "not_found", f"no batch {bid!r}")
     return respond(s.HistoryResponse(id=bid, history=_history(events)))
@@ -283,19 +252,8 @@ async def batch_history(request: web.Request) -> web.Response:
 async def cancel_batch(request: web.Request) -> web.Response:
     """Cancel a batch at OpenAI; its requests follow the lifecycle (retried when retryable)."""
     parse_query(request, s.NoQuery)
-    d, bid = deps(request), path_id(request)
-    batch = await d.aggregates.load_batch(bid)
-    if batch is None:
-        raise ApiError(404, "not_found", f"no batch {bid!r}")
-    if batch.state not in _ACTIVE or batch.openai_batch_id is None:
-        raise ApiError(409, "not_cancellable", f"batch {bid} is {batch.state.value.lower()}")
-    try:
-        await d.gateway.cancel(batch.openai_batch_id)
-    except TransientError as exc:
-        raise ApiError(503, "openai_unavailable", str(exc)[:300], {"Retry-After": "5"}) from None
-    except PermanentError as exc:
-        raise ApiError(409, "not_cancellable", exc.message[:300]) from None
-    await d.aggregates.handle_batch(bid, CancelBatch(), actor(request))
+    bid = path_id(request)
+    await deps(request).app.cancel_batch(bid, actor(request))
     return respond(s.CancelResponse(batch_id=bid, status="cancelling"), status=202)
 
 

@@ -8,13 +8,14 @@ import secrets
 from aiohttp import web
 
 from eventstore import EventStore
+from service.application.app import Application
 from service.config import Settings, StartupError
 from service.entrypoints.api.app import create_app
 from service.entrypoints.api.cursor import Cursors
 from service.entrypoints.api.deps import Deps
 from service.entrypoints.api.ratelimit import RateLimiter, parse_networks
-from service.entrypoints.runtime import Runtime
 from service.logs import get_logger
+from service.metrics import Metrics
 
 
 async def cursor_key(store: EventStore) -> bytes:
@@ -29,14 +30,15 @@ async def cursor_key(store: EventStore) -> bytes:
     return bytes.fromhex(value)
 
 
-async def build_deps(runtime: Runtime, settings: Settings) -> Deps:
-    """The API's collaborators, sharing the runtime's store, gateway and metrics."""
+async def build_deps(
+    store: EventStore, app: Application, metrics: Metrics, settings: Settings
+) -> Deps:
+    """The API's collaborators: the store it reads, the use cases it calls, the metrics."""
     return Deps(
-        store=runtime.store,
-        aggregates=runtime.aggregates,
-        gateway=runtime.gateway,
-        metrics=runtime.metrics,
-        cursors=Cursors(await cursor_key(runtime.store)),
+        store=store,
+        app=app,
+        metrics=metrics,
+        cursors=Cursors(await cursor_key(store)),
         token_limiter=RateLimiter(settings.api_rate_limit_per_minute),
         auth_failure_limiter=RateLimiter(settings.api_auth_failures_per_minute),
         trusted_proxies=parse_networks(settings.api_trusted_proxies),
@@ -46,9 +48,15 @@ async def build_deps(runtime: Runtime, settings: Settings) -> Deps:
     )
 
 
-async def run_api(runtime: Runtime, settings: Settings, stop: asyncio.Event) -> None:
+async def run_api(
+    store: EventStore,
+    application: Application,
+    metrics: Metrics,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
     """Serve on HOST:PORT until `stop` is set."""
-    app = create_app(await build_deps(runtime, settings))
+    app = create_app(await build_deps(store, application, metrics, settings))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

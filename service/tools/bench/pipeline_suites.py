@@ -14,7 +14,7 @@ async def pipeline(b: Bench) -> list[Result]:
     from projections import queries
     from service.config import Settings
     from service.entrypoints.runtime import Runtime
-    from service.tools.synthetic import TRANSCRIPT, aggregates, queue_many
+    from service.tools.synthetic import TRANSCRIPT, ledger, queue_many
 
     n = b.size(100_000, 10_000)
     proc, url = await start_emulator()
@@ -26,7 +26,7 @@ async def pipeline(b: Bench) -> list[Result]:
             batch_polling_interval_seconds=0,
         )
         rt = await Runtime.open(settings, b.store.dsn)
-        agg = aggregates(b.store)
+        agg = ledger(b.store)
         for start in range(0, n, 10_000):
             await queue_many(
                 agg, min(10_000, n - start), prefix=f"p{start}-", transcript=TRANSCRIPT
@@ -35,7 +35,7 @@ async def pipeline(b: Bench) -> list[Result]:
         t = time.perf_counter()
         await rt.run_until_idle()
         seconds = time.perf_counter() - t
-        done = (await queries.summary(b.store.pool))["processing_complete"]
+        done = (await queries.summary(b.store.pool)).processing_complete
         await rt.close()
     finally:
         proc.terminate()

@@ -19,9 +19,9 @@ async def rebuild_suite(b: Bench) -> list[Result]:
     from projections.rebuild import rebuild
     from projections.requests import RequestsProjection
     from projections.runner import ProjectionRunner, decode
-    from service.tools.synthetic import aggregates, queue_many, requeue_failed, run_batch
+    from service.tools.synthetic import ledger, queue_many, requeue_failed, run_batch
 
-    agg = aggregates(b.store)
+    agg = ledger(b.store)
     batches, size = b.size(16, 4), 2_000
     for n in range(batches):
         ids = await queue_many(agg, size, company=f"co{n % 3}", prefix=f"b{n}r")
@@ -70,9 +70,10 @@ async def _fill_requests(store: EventStore, n: int) -> None:
 async def read_latency(b: Bench) -> list[Result]:
     """p50/p99 ms of the summary and a first page of requests with 1,000,000 requests stored."""
     from projections import queries
+    from statemachine.states import RequestState
 
     await _fill_requests(b.store, b.size(1_000_000, 100_000))
-    statuses = list(queries.REQUEST_STATUSES)
+    statuses = list(RequestState)
 
     async def timed(
         call: Callable[[int], Awaitable[object]], rounds: int = 2_000

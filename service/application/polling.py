@@ -1,28 +1,28 @@
-"""The poller: ask OpenAI about in-flight batches, record what changed, ingest or release."""
+"""Use cases of the poller: observe a batch at OpenAI, then ingest or release it when done."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from projections import queries
 from service import faults
 from service.adapters.openai_gateway import OpenAIGateway, PermanentError, TransientError
 from service.application.ingestion import Ingestion
-from service.application.ledger import Actor, Aggregates
+from service.application.ledger import Actor, Ledger
 from service.metrics import Metrics
+from statemachine.batch import BATCHES
 from statemachine.commands import ObserveStatus
 from statemachine.errors import InvalidTransition
 from statemachine.events import BatchError, RequestCounts
-from statemachine.states import IN_FLIGHT, TO_INGEST, BatchState
+from statemachine.states import IN_FLIGHT
 
 
-class BatchPoller:
-    """One pass over every batch that waits on OpenAI or on us."""
+class Polling:
+    """Observes one batch at OpenAI and finishes it once OpenAI is done with it."""
 
     def __init__(
         self,
-        aggregates: Aggregates,
+        ledger: Ledger,
         gateway: OpenAIGateway,
         ingestion: Ingestion,
         *,
@@ -31,29 +31,16 @@ class BatchPoller:
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics
-        self.aggregates = aggregates
+        self.ledger = ledger
         self.gateway = gateway
         self.ingestion = ingestion
         self.actor = actor
         self.log = log
         self.last_poll_seconds = 0.0
-        self.last_ingest_seconds = 0.0
-
-    async def run_once(self) -> int:
-        """Poll in-flight batches, ingest finished ones, release failed ones; returns work done."""
-        pool = self.aggregates.store.pool
-        work = 0
-        for bid in await queries.batches_in(pool, sorted(IN_FLIGHT)):
-            work += await self.poll(bid)
-        for bid in await queries.batches_in(pool, sorted(TO_INGEST)):
-            work += await self.finish(bid)
-        for bid in await queries.batches_in(pool, [BatchState.FAILED]):
-            work += await self.finish(bid)
-        return work
 
     async def poll(self, bid: str) -> int:
         """Retrieve one batch; record a change; finish it when OpenAI is done with it."""
-        batch = await self.aggregates.load_batch(bid)
+        batch = await self.ledger.load(BATCHES, bid)
         if batch is None or batch.state not in IN_FLIGHT or batch.openai_batch_id is None:
             return 0
         log = self.log.bind(batch_id=bid, openai_batch_id=batch.openai_batch_id)
@@ -89,7 +76,7 @@ class BatchPoller:
             errors=errors,
         )
         try:
-            events = await self.aggregates.handle_batch(bid, observe, self.actor)
+            events = await self.ledger.execute(BATCHES, bid, observe, self.actor)
         except InvalidTransition as exc:
             log.warning("batch.observation_refused", status=seen.status, reason=str(exc))
             return 0
@@ -111,7 +98,6 @@ class BatchPoller:
         try:
             result = await self.ingestion.ingest(bid)
             if result is not None:
-                self.last_ingest_seconds = result.seconds
                 if self.metrics is not None:
                     self.metrics.ingest_seconds.observe(result.seconds)
                 log.info(

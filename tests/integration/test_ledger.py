@@ -1,4 +1,4 @@
-"""Application services on the real event store: load, decide, append at the expected version."""
+"""The unit of work on the real event store: load, decide, append at the expected version."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from eventstore import ConcurrencyError, EventStore
-from service.application.ledger import Actor, Aggregates
-from service.tools.synthetic import aggregates as synthetic_aggregates
+from service.application.ledger import Actor, Ledger, Unit
+from service.tools.synthetic import ledger as synthetic_ledger
+from statemachine.batch import BATCHES
 from statemachine.commands import (
     AssignToBatch,
     FinishIngestion,
@@ -21,15 +22,15 @@ from statemachine.commands import (
 )
 from statemachine.errors import AlreadyExists, InvalidTransition
 from statemachine.events import RequestCounts
-from statemachine.request import decide_many
+from statemachine.request import REQUESTS, Request
 from statemachine.states import BatchState, RequestState
 
 ADMIN = Actor("ops-token", correlation_id="corr-9")
 
 
 @pytest.fixture
-def aggregates(store: EventStore) -> Aggregates:
-    return synthetic_aggregates(store)
+def ledger(store: EventStore) -> Ledger:
+    return synthetic_ledger(store)
 
 
 def queue(rid: str) -> QueueRequest:
@@ -43,61 +44,61 @@ def queue(rid: str) -> QueueRequest:
 
 
 async def test_queued_request_loads_back_pending_with_actor_in_metadata(
-    aggregates: Aggregates,
+    ledger: Ledger,
 ) -> None:
-    await aggregates.handle_request("r1", queue("r1"), ADMIN)
-    loaded = await aggregates.load_request("r1")
+    await ledger.execute(REQUESTS, "r1", queue("r1"), ADMIN)
+    loaded = await ledger.load(REQUESTS, "r1")
     assert loaded is not None
     assert (loaded.state, loaded.version, loaded.company_id) == (
         RequestState.PENDING_BATCHING,
         1,
         "acme",
     )
-    (recorded,) = await aggregates.store.read_stream("request-r1")
+    (recorded,) = await ledger.store.read_stream("request-r1")
     assert recorded.type == "RequestQueued"
     assert recorded.metadata.actor == "ops-token"
     assert recorded.metadata.correlation_id == "corr-9"
     with pytest.raises(AlreadyExists):
-        await aggregates.handle_request("r1", queue("r1"), ADMIN)
+        await ledger.execute(REQUESTS, "r1", queue("r1"), ADMIN)
 
 
 async def test_two_concurrent_assignments_of_one_request_store_only_one(
-    aggregates: Aggregates,
+    ledger: Ledger,
 ) -> None:
-    await aggregates.handle_request("r1", queue("r1"), ADMIN)
+    await ledger.execute(REQUESTS, "r1", queue("r1"), ADMIN)
     results = await asyncio.gather(
-        aggregates.handle_request("r1", AssignToBatch(batch_id="b1"), ADMIN),
-        aggregates.handle_request("r1", AssignToBatch(batch_id="b2"), ADMIN),
+        ledger.execute(REQUESTS, "r1", AssignToBatch(batch_id="b1"), ADMIN),
+        ledger.execute(REQUESTS, "r1", AssignToBatch(batch_id="b2"), ADMIN),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, Exception)]
     assert len(failures) == 1
     assert isinstance(failures[0], ConcurrencyError | InvalidTransition)
-    types = [e.type for e in await aggregates.store.read_stream("request-r1")]
+    types = [e.type for e in await ledger.store.read_stream("request-r1")]
     assert types == ["RequestQueued", "RequestBatched"]
 
 
 async def test_bulk_assignment_is_one_atomic_append_with_expected_versions(
-    aggregates: Aggregates,
+    ledger: Ledger,
 ) -> None:
     for i in range(300):
-        await aggregates.handle_request(f"r{i}", queue(f"r{i}"), ADMIN)
-    loaded = await aggregates.load_requests([f"r{i}" for i in range(300)])
-    requests = [r for r in loaded.values() if r is not None]
-    await aggregates.handle_request("r7", AssignToBatch(batch_id="other"), ADMIN)  # r7 moves on
-    decided = decide_many(requests, AssignToBatch(batch_id="b1"))
-    appends = aggregates.request_appends(list(zip(requests, decided, strict=True)), ADMIN)
+        await ledger.execute(REQUESTS, f"r{i}", queue(f"r{i}"), ADMIN)
+    loaded = await ledger.load_many(REQUESTS, [f"r{i}" for i in range(300)])
+    requests: dict[str, Request] = {rid: r for rid, r in loaded.items() if r is not None}
+    await ledger.execute(REQUESTS, "r7", AssignToBatch(batch_id="other"), ADMIN)  # r7 moves on
+    unit = Unit(ledger, ADMIN)
+    unit.decide_many(REQUESTS, requests, AssignToBatch(batch_id="b1"))
     with pytest.raises(ConcurrencyError) as info:
-        await aggregates.store.append_many(appends)
+        await unit.commit()
     assert [c.stream_id for c in info.value.conflicts] == ["request-r7"]
-    after = await aggregates.load_requests([f"r{i}" for i in range(300)])
+    after = await ledger.load_many(REQUESTS, [f"r{i}" for i in range(300)])
     batched = [
         r for r in after.values() if r is not None and r.state is RequestState.BATCHING_IN_PROGRESS
     ]
     assert [r.request_id for r in batched] == ["r7"]
 
 
-async def test_batch_lifecycle_from_plan_to_processed(aggregates: Aggregates) -> None:
+async def test_batch_lifecycle_from_plan_to_processed(ledger: Ledger) -> None:
     steps = [
         PlanBatch(batch_id="b1", company_id="acme", model="gpt-4o-mini", request_ids=["r1"]),
         StartUpload(filename="batchledger-b1.jsonl"),
@@ -113,11 +114,11 @@ async def test_batch_lifecycle_from_plan_to_processed(aggregates: Aggregates) ->
         FinishIngestion(completed=1, failed=0, missing=0),
     ]
     for command in steps:
-        await aggregates.handle_batch("b1", command, Actor("batch-poller"))
-    batch = await aggregates.load_batch("b1")
+        await ledger.execute(BATCHES, "b1", command, Actor("batch-poller"))
+    batch = await ledger.load(BATCHES, "b1")
     assert batch is not None
     assert batch.state is BatchState.PROCESSED
     assert (batch.openai_batch_id, batch.output_file_id) == ("batch_1", "file-2")
-    types = [e.type for e in await aggregates.store.read_stream("batch-b1")]
+    types = [e.type for e in await ledger.store.read_stream("batch-b1")]
     assert types.count("BatchStatusObserved") == 2  # the repeated observation recorded nothing
     assert types[-1] == "BatchProcessed"
