@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from eventstore import ConcurrencyError, EventMetadata, EventStore, NewEvent, StreamAppend
+from eventstore import ConcurrencyError, EventLog, EventMetadata, NewEvent, StreamAppend
 from service.application.errors import StillChanging
 from statemachine.decider import Decider
 from statemachine.events import Event, encode_event, tag_of
@@ -97,7 +97,7 @@ class Ledger:
     """Reads aggregates from their streams and commits units of work on one event store."""
 
     def __init__(
-        self, store: EventStore, clock: Clock, new_id: IdFactory, *, attempts: int = 5
+        self, store: EventLog, clock: Clock, new_id: IdFactory, *, attempts: int = 5
     ) -> None:
         self.store = store
         self.clock = clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from eventstore import EventStore
+from eventstore import EventLog
 from service.application.ledger import Actor, Ledger, Unit
 from service.application.requests import queue_requests, requeue_requests
 from service.ids import uuid7
@@ -42,7 +42,7 @@ TRANSCRIPT = (
 )
 
 
-def ledger(store: EventStore) -> Ledger:
+def ledger(store: EventLog) -> Ledger:
     """A ledger with a ticking clock."""
     ticks = itertools.count()
     start = datetime(2026, 3, 1, tzinfo=UTC)
