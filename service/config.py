@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from service.application.pricing import DEFAULT_PRICES, parse_prices
+from service.pricing import DEFAULT_PRICES, parse_prices
 
 T = TypeVar("T")
 

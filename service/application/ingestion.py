@@ -11,7 +11,7 @@ from service import faults
 from service.adapters.openai_gateway import OpenAIGateway
 from service.application.analysis import InvalidAnalysis, parse_analysis
 from service.application.ledger import Actor, Ledger, Unit
-from service.application.pricing import cost_micro_usd
+from service.pricing import cost_micro_usd
 from statemachine.batch import BATCHES, Batch
 from statemachine.commands import (
     CompleteRequest,
