@@ -42,11 +42,6 @@ class Tail:
         self._task: asyncio.Task[None] | None = None
         self.poll_interval = 1.0
 
-    @property
-    def position(self) -> int | None:
-        """The last position read (None before the first read)."""
-        return None if self._base is None else self._base + len(self._events)
-
     def start(self, poll_interval: float) -> None:
         """Run the reader if it is not running; poll at least every `poll_interval`."""
         self.poll_interval = min(self.poll_interval, poll_interval)

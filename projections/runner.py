@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+import structlog
 
 from eventstore import EventStore, RecordedEvent
 from projections.base import Decoded, Projection, Tables, chunk_key, leader_key, live_tables
 from statemachine.events import decode_event
 
 Hook = Callable[[asyncpg.Connection], Awaitable[None]]
-_log = logging.getLogger("batchledger.projections")
 
 
 def decode(events: Sequence[RecordedEvent]) -> list[Decoded]:
@@ -88,6 +87,8 @@ class ProjectionRunner:
         self.poll_interval = poll_interval
         self.before_commit: Hook | None = None  # test fault point between apply and commit
         self.position = 0
+        # structlog, configured once by the entry point: runner failures land in the JSON logs.
+        self.log = structlog.get_logger(component="projections", projection=projection.name)
 
     async def catch_up(self) -> int:
         """Apply everything up to the head as it is now; returns the checkpoint."""
@@ -112,7 +113,7 @@ class ProjectionRunner:
                 if await leader.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     await self._follow(stop)
             except Exception:  # a lost connection or a failing chunk: log, wait, start over
-                _log.exception("projection %s: runner failed; retrying", self.projection.name)
+                self.log.exception("projection.runner_failed", retry_in=self.poll_interval)
             finally:
                 if leader is not None:
                     with contextlib.suppress(Exception):

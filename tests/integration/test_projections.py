@@ -305,3 +305,48 @@ def test_rebuild_help_states_the_row_limit_the_rebuild_uses(
     with pytest.raises(SystemExit):
         main(["projections", "--help"])
     assert f"default {MAX_ROWS:,}" in " ".join(capsys.readouterr().out.split())
+
+
+class _Broken:
+    """A projection whose chunks always fail."""
+
+    name = "broken-for-test"
+    tables: tuple[str, ...] = ()
+    categories = ("request",)
+
+    async def apply(self, conn: object, tables: object, events: object) -> None:
+        raise RuntimeError("boom")
+
+    def replay(self) -> object:
+        raise NotImplementedError
+
+
+async def test_a_failing_projection_runner_logs_the_failure_as_json_and_keeps_trying(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import json
+
+    from service.logs import configure
+
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    configure("INFO", "json")
+    await queue_many(ledger(store), 1, prefix="broken")
+    runner = ProjectionRunner(store, _Broken(), poll_interval=0.05)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while err.getvalue().count("projection.runner_failed") < 2:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    first = json.loads(err.getvalue().splitlines()[0])
+    assert (first["event"], first["component"], first["projection"]) == (
+        "projection.runner_failed",
+        "projections",
+        "broken-for-test",
+    )
+    assert "RuntimeError: boom" in first["exception"]
