@@ -261,10 +261,7 @@ def recorded_trigger(state: BS, event: BatchEvent) -> str | None:
 def next_state(batch_id: str, state: BS, event: BatchEvent) -> BS:
     """The state after one event, read off the declaration: the one rule evolve and the
     projections share."""
-    trigger = recorded_trigger(state, event)
-    if trigger is None:
-        return state
-    return BATCH_MACHINE.recorded_destination(batch_id, state, trigger)
+    return BATCH_MACHINE.recorded_destination(batch_id, state, recorded_trigger(state, event))
 
 
 def evolve(state: Batch | None, event: BatchEvent) -> Batch:

@@ -79,13 +79,15 @@ class Declaration(Generic[S]):
     def _recorded(self) -> dict[tuple[S, str], S]:
         return {key: alts[-1][0] for key, alts in self.table.items()}
 
-    def recorded_destination(self, entity_id: str, state: S, trigger: str) -> S:
-        """Where an event recording `trigger` leaves an entity in `state`.
+    def recorded_destination(self, entity_id: str, state: S, trigger: str | None) -> S:
+        """Where an event recording `trigger` leaves an entity in `state` (None: it stays).
 
         Guards were checked when the event was decided; a recorded event is a fact, so the
         last (least guarded) alternative is its destination. A trigger the state does not
         accept means a corrupt history and raises InvalidTransition.
         """
+        if trigger is None:
+            return state
         try:
             return self._recorded[(state, trigger)]
         except KeyError:

@@ -161,10 +161,7 @@ def recorded_trigger(event: RequestEvent) -> str | None:
 def next_state(request_id: str, state: RS, event: RequestEvent) -> RS:
     """The state after one event, read off the declaration: the one rule evolve and the
     projections share."""
-    trigger = recorded_trigger(event)
-    if trigger is None:
-        return state
-    return REQUEST_MACHINE.recorded_destination(request_id, state, trigger)
+    return REQUEST_MACHINE.recorded_destination(request_id, state, recorded_trigger(event))
 
 
 def evolve(state: Request | None, event: RequestEvent) -> Request:
