@@ -18,7 +18,6 @@ from transitions import Machine
 
 from statemachine.errors import InvalidTransition
 
-A = TypeVar("A")
 S = TypeVar("S", bound=Enum)
 Guard = Callable[[Any, Any], bool]
 Route = tuple[tuple[Any, tuple[str, ...]], ...]

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import msgspec
 
 SCHEMA_NAME = "livedash_session_analysis"
-PROMPT_VERSION = "2026-11-1"
 
 
 class Sentiment(StrEnum):

@@ -81,11 +81,6 @@ class Unit:
             stream_id, expected_version, self.ledger.to_new_events(events, self.actor)
         )
 
-    @property
-    def staged(self) -> int:
-        """Streams with events waiting for the commit."""
-        return len(self._appends)
-
     async def commit(self) -> None:
         """Append every staged stream in one transaction, at the versions read."""
         if self._appends:
