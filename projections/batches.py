@@ -13,6 +13,7 @@ from eventstore import RecordedEvent
 from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
 from statemachine.batch import next_state
 from statemachine.events import (
+    BATCH_EVENTS,
     BatchCancelRequested,
     BatchEvent,
     BatchFileUploaded,
@@ -24,7 +25,6 @@ from statemachine.events import (
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
-    is_batch_event,
 )
 from statemachine.states import ENDED_AT_OPENAI
 from statemachine.states import BatchState as BS
@@ -132,7 +132,7 @@ class BatchesProjection:
         """Load the touched rows, fold the events over them, write them back."""
         table = tables["batches"]
         rows = await _load(
-            conn, table, list({ev.batch_id for _, ev in events if is_batch_event(ev)})
+            conn, table, list({ev.batch_id for _, ev in events if isinstance(ev, BATCH_EVENTS)})
         )
         fold(rows, events)
         await _save(conn, table, rows)
@@ -166,7 +166,7 @@ class BatchesReplay(KeyedReplay[BatchRow]):
 def fold(rows: dict[str, BatchRow], events: Sequence[Decoded]) -> None:
     """Fold events over the rows by batch id."""
     for recorded, event in events:
-        if not is_batch_event(event):
+        if not isinstance(event, BATCH_EVENTS):
             continue
         bid = event.batch_id
         new = project(rows.get(bid), recorded, event)

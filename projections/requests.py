@@ -12,13 +12,13 @@ import msgspec
 from eventstore import RecordedEvent
 from projections.base import ID_LIST, Decoded, KeyedReplay, Tables, join_ids, upsert
 from statemachine.events import (
+    REQUEST_EVENTS,
     RequestBatched,
     RequestCompleted,
     RequestEvent,
     RequestFailed,
     RequestQueued,
     RequestRequeued,
-    is_request_event,
 )
 from statemachine.request import next_state
 from statemachine.states import RequestState
@@ -74,29 +74,32 @@ def project(
         )
     if row is None:
         return None  # an event for a request whose RequestQueued this table never saw
-    status = next_state(row.request_id, row.status, event)
-    row = _replace(row, status=status, updated_at=at, version=ver, position=pos)
+    row = _replace(
+        row,
+        status=next_state(row.request_id, row.status, event),
+        updated_at=at,
+        version=ver,
+        position=pos,
+    )
+    # `row` is this call's own copy: setting its fields keeps project() pure.
     match event:
         case RequestBatched():
-            return _replace(row, batch_id=event.batch_id, attempts=event.attempt)
+            row.batch_id, row.attempts = event.batch_id, event.attempt
         case RequestCompleted():
             u = event.usage
-            return _replace(
-                row,
-                prompt_tokens=row.prompt_tokens + u.prompt_tokens,
-                completion_tokens=row.completion_tokens + u.completion_tokens,
-                total_tokens=row.total_tokens + u.total_tokens,
-                cost_micro_usd=row.cost_micro_usd + event.cost_micro_usd,
-                last_error_code=None,
-                last_error_message=None,
-                completed_at=at,
-            )
+            row.prompt_tokens += u.prompt_tokens
+            row.completion_tokens += u.completion_tokens
+            row.total_tokens += u.total_tokens
+            row.cost_micro_usd += event.cost_micro_usd
+            row.last_error_code = row.last_error_message = None
+            row.completed_at = at
         case RequestFailed():
-            return _replace(row, last_error_code=event.code, last_error_message=event.message)
+            row.last_error_code, row.last_error_message = event.code, event.message
         case RequestRequeued():
-            return _replace(row, batch_id=None)
+            row.batch_id = None
         case _:
             assert_never(event)
+    return row
 
 
 def analysis_row(
@@ -124,7 +127,7 @@ def fold(
 ) -> None:
     """Fold events over the rows by request id, collecting the analyses of completions."""
     for recorded, event in events:
-        if not is_request_event(event):
+        if not isinstance(event, REQUEST_EVENTS):
             continue
         rid = event.request_id
         new = project(rows.get(rid), recorded, event)
@@ -146,7 +149,7 @@ class RequestsProjection:
         self, conn: asyncpg.Connection, tables: Tables, events: Sequence[Decoded]
     ) -> None:
         """Load the touched rows, fold the events over them, write rows, counters, analyses."""
-        ids = list({ev.request_id for _, ev in events if is_request_event(ev)})
+        ids = list({ev.request_id for _, ev in events if isinstance(ev, REQUEST_EVENTS)})
         rows = await _load(conn, tables["requests"], ids)
         before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
         analyses: dict[str, tuple[object, ...]] = {}

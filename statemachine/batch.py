@@ -261,7 +261,9 @@ def recorded_trigger(state: BS, event: BatchEvent) -> str | None:
 def next_state(batch_id: str, state: BS, event: BatchEvent) -> BS:
     """The state after one event, read off the declaration: the one rule evolve and the
     projections share."""
-    return BATCH_MACHINE.recorded_destination(batch_id, state, recorded_trigger(state, event))
+    # An observation's trigger depends on the status it saw; every other event's on its type.
+    key = event.openai_status if isinstance(event, BatchStatusObserved) else type(event)
+    return BATCH_MACHINE.after(batch_id, state, key, recorded_trigger, event)
 
 
 def evolve(state: Batch | None, event: BatchEvent) -> Batch:

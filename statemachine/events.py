@@ -5,7 +5,7 @@ New fields must get defaults so that events already stored still decode.
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeGuard
+from typing import ClassVar
 
 import msgspec
 
@@ -217,12 +217,28 @@ BatchEvent = (
 )
 DomainEvent = RequestEvent | BatchEvent
 
-ALL_EVENTS: tuple[type[Event], ...] = (
-    RequestQueued,
-    RequestBatched,
-    RequestCompleted,
-    RequestFailed,
-    RequestRequeued,
+
+REQUEST_EVENTS: tuple[
+    type[RequestQueued],
+    type[RequestBatched],
+    type[RequestCompleted],
+    type[RequestFailed],
+    type[RequestRequeued],
+] = (RequestQueued, RequestBatched, RequestCompleted, RequestFailed, RequestRequeued)
+"""The request events, for an `isinstance` that narrows a DomainEvent to a RequestEvent."""
+
+BATCH_EVENTS: tuple[
+    type[BatchPlanned],
+    type[BatchUploadStarted],
+    type[BatchFileUploaded],
+    type[BatchSubmitted],
+    type[BatchSubmissionFailed],
+    type[BatchStatusObserved],
+    type[BatchCancelRequested],
+    type[BatchOutputLineRejected],
+    type[BatchProcessed],
+    type[BatchRequestsReleased],
+] = (
     BatchPlanned,
     BatchUploadStarted,
     BatchFileUploaded,
@@ -234,18 +250,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     BatchProcessed,
     BatchRequestsReleased,
 )
+"""The batch events, for an `isinstance` that narrows a DomainEvent to a BatchEvent."""
 
-_REQUEST_EVENTS = (RequestQueued, RequestBatched, RequestCompleted, RequestFailed, RequestRequeued)
-
-
-def is_request_event(event: DomainEvent) -> TypeGuard[RequestEvent]:
-    """Whether an event belongs to a request stream."""
-    return isinstance(event, _REQUEST_EVENTS)
-
-
-def is_batch_event(event: DomainEvent) -> TypeGuard[BatchEvent]:
-    """Whether an event belongs to a batch stream."""
-    return not isinstance(event, _REQUEST_EVENTS)
+ALL_EVENTS: tuple[type[Event], ...] = REQUEST_EVENTS + BATCH_EVENTS
 
 
 _decoder: msgspec.json.Decoder[DomainEvent] = msgspec.json.Decoder(DomainEvent)

@@ -8,7 +8,7 @@ without a Machine or `add_model` per entity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -19,6 +19,7 @@ from transitions import Machine
 from statemachine.errors import InvalidTransition
 
 S = TypeVar("S", bound=Enum)
+E = TypeVar("E")
 Guard = Callable[[Any, Any], bool]
 Route = tuple[tuple[Any, tuple[str, ...]], ...]
 
@@ -91,6 +92,29 @@ class Declaration(Generic[S]):
             return self._recorded[(state, trigger)]
         except KeyError:
             raise InvalidTransition(self.entity, entity_id, state.value, trigger) from None
+
+    @cached_property
+    def _memo(self) -> dict[tuple[S, Hashable], S]:
+        return {}
+
+    def after(
+        self,
+        entity_id: str,
+        state: S,
+        key: Hashable,
+        trigger_of: Callable[[S, E], str | None],
+        event: E,
+    ) -> S:
+        """`recorded_destination` of `trigger_of(state, event)`, remembered by (state, key).
+
+        `key` must determine the trigger (the event's type, or what in it decides): a
+        rebuild asks this for every event, and the memo keeps it a dict lookup.
+        """
+        found = self._memo.get((state, key))
+        if found is None:
+            trigger = trigger_of(state, event)
+            found = self._memo[(state, key)] = self.recorded_destination(entity_id, state, trigger)
+        return found
 
     def route(
         self, entity_id: str, state: S, trigger: str, aggregate: object, command: object

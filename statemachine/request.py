@@ -161,7 +161,11 @@ def recorded_trigger(event: RequestEvent) -> str | None:
 def next_state(request_id: str, state: RS, event: RequestEvent) -> RS:
     """The state after one event, read off the declaration: the one rule evolve and the
     projections share."""
-    return REQUEST_MACHINE.recorded_destination(request_id, state, recorded_trigger(event))
+    return REQUEST_MACHINE.after(request_id, state, type(event), _trigger, event)
+
+
+def _trigger(_: RS, event: RequestEvent) -> str | None:
+    return recorded_trigger(event)
 
 
 def evolve(state: Request | None, event: RequestEvent) -> Request:
