@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import structlog
 
-from eventstore import EventStore, RecordedEvent
+from eventstore import EventStore, RecordedEvent, category_of
 from projections.base import Decoded, Projection, Tables, chunk_key, leader_key, live_tables
 from statemachine.events import decode_event
 
@@ -26,7 +26,7 @@ def relevant(
 ) -> list[RecordedEvent]:
     """The events after `after` from the streams of the projection's categories."""
     cats = projection.categories
-    return [e for e in events if e.position > after and e.stream_id.split("-", 1)[0] in cats]
+    return [e for e in events if e.position > after and category_of(e.stream_id) in cats]
 
 
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:

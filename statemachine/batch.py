@@ -138,20 +138,14 @@ def status_trigger(state: BS, openai_status: str) -> str:
 
 
 def observe_trigger(b: Batch, c: ObserveStatus) -> str | None:
-    """The trigger an observation fires, or None when it shows nothing new."""
-    changed = (c.openai_status, c.request_counts, c.output_file_id, c.error_file_id) != (
-        b.openai_status,
-        b.request_counts,
-        b.output_file_id,
-        b.error_file_id,
-    )
+    """The trigger an observation fires, or None when it shows nothing new: it would leave
+    the batch where it is (as the declaration says, e.g. CANCELLING while OpenAI still
+    reports it running) and repeats what OpenAI reported last time."""
     trigger = status_trigger(b.state, c.openai_status)
-    if trigger == "observe_progress" and not changed:
-        return None
-    # While our cancel is pending, OpenAI may still report the batch as running.
-    if b.state is BS.CANCELLING and state_for(c.openai_status) in ACTIVE and not changed:
-        return None
-    return trigger
+    dest = BATCH_MACHINE.route(b.batch_id, b.state, trigger, b, c)
+    seen = (c.openai_status, c.request_counts, c.output_file_id, c.error_file_id)
+    known = (b.openai_status, b.request_counts, b.output_file_id, b.error_file_id)
+    return None if dest is b.state and seen == known else trigger
 
 
 def decide(state: Batch | None, command: BatchCommand) -> list[BatchEvent]:

@@ -77,6 +77,15 @@ class Declaration(Generic[S]):
 
     @cached_property
     def _recorded(self) -> dict[tuple[S, str], S]:
+        for (state, trigger), alts in self.table.items():
+            # The last alternative is a recorded event's destination: every earlier one must
+            # demand all of its guards and more, so the declaration's order cannot mislead.
+            last = set(alts[-1][1])
+            if any(not last < set(guards) for _, guards in alts[:-1]):
+                raise ValueError(
+                    f"{self.entity}: the alternatives of {trigger!r} from {state.name} must"
+                    " end with the least guarded one"
+                )
         return {key: alts[-1][0] for key, alts in self.table.items()}
 
     def recorded_destination(self, entity_id: str, state: S, trigger: str | None) -> S:
@@ -116,17 +125,27 @@ class Declaration(Generic[S]):
             found = self._memo[(state, key)] = self.recorded_destination(entity_id, state, trigger)
         return found
 
-    def route(
-        self, entity_id: str, state: S, trigger: str, aggregate: object, command: object
-    ) -> S:
-        """The destination of `trigger` from `state`, or InvalidTransition."""
+    def accepts(self, state: S, trigger: str, aggregate: object, command: object) -> bool:
+        """Whether `trigger` may fire from `state` for this aggregate and command."""
+        return self._destination(state, trigger, aggregate, command) is not None
+
+    def _destination(self, state: S, trigger: str, aggregate: object, command: object) -> S | None:
         for dest, guards in self._compiled.get((state, trigger), ()):
             for guard in guards:
                 if not guard(aggregate, command):
                     break
             else:
                 return dest
-        raise InvalidTransition(self.entity, entity_id, state.value, trigger)
+        return None
+
+    def route(
+        self, entity_id: str, state: S, trigger: str, aggregate: object, command: object
+    ) -> S:
+        """The destination of `trigger` from `state`, or InvalidTransition."""
+        dest = self._destination(state, trigger, aggregate, command)
+        if dest is None:
+            raise InvalidTransition(self.entity, entity_id, state.value, trigger)
+        return dest
 
 
 class _GuardStub:

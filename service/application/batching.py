@@ -16,7 +16,7 @@ from service.adapters.openai_gateway import ENDPOINT, OpenAIGateway, PermanentEr
 from service.application.analysis import chat_body
 from service.application.errors import Missing, NotCancellable, OpenAIUnavailable
 from service.application.ledger import Actor, Ledger, Unit
-from statemachine.batch import BATCHES, Batch, BatchCommand
+from statemachine.batch import BATCH_MACHINE, BATCHES, Batch
 from statemachine.commands import (
     AssignToBatch,
     CancelBatch,
@@ -28,7 +28,7 @@ from statemachine.commands import (
 )
 from statemachine.events import RequestEvent, RequestQueued
 from statemachine.request import REQUESTS, Request
-from statemachine.states import ACTIVE, BatchState, RequestState
+from statemachine.states import BatchState, RequestState
 
 _encode = msgspec.json.Encoder().encode
 
@@ -87,6 +87,40 @@ def group(
     return groups
 
 
+SubmissionStep = StartUpload | RecordUpload | RecordSubmission | FailSubmission
+
+
+async def plan_batch(
+    ledger: Ledger,
+    batch_id: str,
+    company_id: str,
+    model: str,
+    members: dict[str, Request],
+    actor: Actor,
+) -> None:
+    """Record a batch and its requests' assignment in one commit, before any call to OpenAI.
+
+    Raises ConcurrencyError, and writes nothing, when one of the requests moved meanwhile.
+    """
+    unit = Unit(ledger, actor)
+    plan = PlanBatch(
+        batch_id=batch_id, company_id=company_id, model=model, request_ids=list(members)
+    )
+    unit.decide(BATCHES, batch_id, None, plan)
+    unit.decide_many(REQUESTS, members, AssignToBatch(batch_id=batch_id))
+    await unit.commit()
+
+
+async def record_submission(
+    ledger: Ledger, batch_id: str, step: SubmissionStep, actor: Actor
+) -> None:
+    """Record a step of the submission: upload started or done, batch created or refused.
+
+    Decided once, not retried on a conflict: each records something already done at OpenAI.
+    """
+    await ledger.execute(BATCHES, batch_id, step, actor, attempts=1)
+
+
 class Batching:
     """Use cases that form batches and submit them to OpenAI, intent first."""
 
@@ -126,14 +160,8 @@ class Batching:
     async def _plan_one(self, company_id: str, model: str, part: list[Candidate]) -> str | None:
         bid = self.new_batch_id()
         members = {c.request.request_id: c.request for c in part}
-        unit = Unit(self.ledger, self.actor)
-        plan = PlanBatch(
-            batch_id=bid, company_id=company_id, model=model, request_ids=list(members)
-        )
-        unit.decide(BATCHES, bid, None, plan)
-        unit.decide_many(REQUESTS, members, AssignToBatch(batch_id=bid))
         try:
-            await unit.commit()
+            await plan_batch(self.ledger, bid, company_id, model, members, self.actor)
         except ConcurrencyError as exc:
             # Another instance batched some of them first; the next pass plans the rest.
             self.log.info(
@@ -168,8 +196,8 @@ class Batching:
             lines.append(jsonl_line(rid, batch.model, queued.transcript))
         return b"\n".join(lines) + b"\n"
 
-    async def _record(self, bid: str, command: BatchCommand) -> None:
-        await self.ledger.execute(BATCHES, bid, command, self.actor)
+    async def _record(self, bid: str, command: SubmissionStep) -> None:
+        await record_submission(self.ledger, bid, command, self.actor)
 
     async def submit(self, bid: str) -> None:
         """Take a batch from PENDING to VALIDATING, resuming wherever a crash left it."""
@@ -235,7 +263,11 @@ class Batching:
         batch = await self.ledger.load(BATCHES, bid)
         if batch is None:
             raise Missing("batch", bid)
-        if batch.state not in ACTIVE or batch.openai_batch_id is None:
+        command = CancelBatch()
+        if (
+            not BATCH_MACHINE.accepts(batch.state, command.trigger, batch, command)
+            or batch.openai_batch_id is None
+        ):
             raise NotCancellable(f"batch {bid} is {batch.state.value.lower()}")
         try:
             await self.gateway.cancel(batch.openai_batch_id)
@@ -243,4 +275,4 @@ class Batching:
             raise OpenAIUnavailable(str(exc)[:300]) from None
         except PermanentError as exc:
             raise NotCancellable(exc.message[:300]) from None
-        await self.ledger.execute(BATCHES, bid, CancelBatch(), actor)
+        await self.ledger.execute(BATCHES, bid, command, actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -12,7 +13,7 @@ from service.adapters.openai_gateway import OpenAIGateway
 from service.application.analysis import InvalidAnalysis, parse_analysis
 from service.application.ledger import Actor, Ledger, Unit
 from service.pricing import cost_micro_usd
-from statemachine.batch import BATCHES, Batch
+from statemachine.batch import BATCH_MACHINE, BATCHES, Batch
 from statemachine.commands import (
     CompleteRequest,
     FailRequest,
@@ -20,10 +21,8 @@ from statemachine.commands import (
     RejectedLine,
     ReleaseRequests,
 )
-from statemachine.errors import InvalidTransition
-from statemachine.events import Usage
-from statemachine.request import REQUESTS, Request
-from statemachine.states import TO_INGEST, BatchState, RequestState
+from statemachine.events import RequestRequeued, Usage
+from statemachine.request import REQUEST_MACHINE, REQUESTS, Request
 
 RETRYABLE_BATCH_FAILURES = frozenset(
     {"token_limit_exceeded", "rate_limit_exceeded", "server_error"}
@@ -90,6 +89,52 @@ class IngestResult:
     missing: int = 0
     rejected: list[RejectedLine] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _applies(request: Request, outcome: Outcome) -> bool:
+    """Whether an outcome of its batch still applies to the request (its current batch)."""
+    return REQUEST_MACHINE.accepts(request.state, outcome.trigger, request, outcome)
+
+
+async def record_outcomes(
+    ledger: Ledger,
+    batch: Batch,
+    members: Mapping[str, Request],
+    outcomes: Mapping[str, Outcome],
+    *,
+    missing: FailRequest,
+    rejected: Sequence[RejectedLine] = (),
+    actor: Actor,
+) -> IngestResult:
+    """Record every member's outcome (`missing` for those without one) and close the batch.
+
+    One unit for the batch and all its requests: ingesting twice is impossible, and a crash
+    before the commit leaves everything to be ingested again from scratch.
+    """
+    result = IngestResult(rejected=list(rejected))
+    unit = Unit(ledger, actor)
+    for rid, request in members.items():
+        command = outcomes.get(rid, missing)
+        if not _applies(request, command):
+            continue  # the request moved on from this batch: its outcome no longer applies
+        if rid not in outcomes:
+            result.missing += 1
+        elif isinstance(command, CompleteRequest):
+            result.completed += 1
+        else:
+            result.failed += 1
+        unit.decide(REQUESTS, rid, request, command)
+    faults.point("ingest.before_append")
+    finish = FinishIngestion(
+        completed=result.completed,
+        failed=result.failed,
+        missing=result.missing,
+        rejected=result.rejected,
+    )
+    unit.decide(BATCHES, batch.batch_id, batch, finish)
+    await unit.commit()
+    faults.point("ingest.after_append")
+    return result
 
 
 class Ingestion:
@@ -160,7 +205,7 @@ class Ingestion:
         )
 
     async def _read(
-        self, batch: Batch, members: dict[str, Request], result: IngestResult
+        self, batch: Batch, members: dict[str, Request], rejected: list[RejectedLine]
     ) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -172,14 +217,14 @@ class Ingestion:
                 try:
                     line = _decode_line(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    result.rejected.append(
+                    rejected.append(
                         RejectedLine(
                             file_id=file_id, line=n, kind="malformed", detail=str(exc)[:200]
                         )
                     )
                     continue
                 if line.custom_id not in members:
-                    result.rejected.append(
+                    rejected.append(
                         RejectedLine(
                             file_id=file_id,
                             line=n,
@@ -188,7 +233,7 @@ class Ingestion:
                         )
                     )
                 elif line.custom_id in outcomes:
-                    result.rejected.append(
+                    rejected.append(
                         RejectedLine(
                             file_id=file_id,
                             line=n,
@@ -204,54 +249,29 @@ class Ingestion:
         """Ingest a completed, expired or cancelled batch; None when there is nothing to do."""
         started = time.perf_counter()
         batch = await self.ledger.load(BATCHES, batch_id)
-        if batch is None or batch.state not in TO_INGEST:
+        if batch is None or not BATCH_MACHINE.accepts(batch.state, "mark_processed", batch, None):
             return None
         loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         members = {rid: r for rid, r in loaded.items() if r is not None}
-        result = IngestResult()
-        outcomes = await self._read(batch, members, result)
-        # One unit for the batch and all its requests: ingesting twice is impossible, and a
-        # crash before the commit leaves everything to be ingested again from scratch.
-        unit = Unit(self.ledger, self.actor)
-        for rid, request in members.items():
-            if (
-                request.state is not RequestState.BATCHING_IN_PROGRESS
-                or request.batch_id != batch_id
-            ):
-                continue
-            command = outcomes.get(rid)
-            if command is None:
-                result.missing += 1
-                command = self._fail(
-                    batch, "missing", "no output or error line for this request", True
-                )
-            elif isinstance(command, CompleteRequest):
-                result.completed += 1
-            else:
-                result.failed += 1
-            try:
-                unit.decide(REQUESTS, rid, request, command)
-            except InvalidTransition as exc:
-                result.rejected.append(
-                    RejectedLine(file_id="", line=0, kind="refused", custom_id=rid, detail=str(exc))
-                )
-        faults.point("ingest.before_append")
-        finish = FinishIngestion(
-            completed=result.completed,
-            failed=result.failed,
-            missing=result.missing,
-            rejected=result.rejected,
+        rejected: list[RejectedLine] = []
+        outcomes = await self._read(batch, members, rejected)
+        missing = self._fail(batch, "missing", "no output or error line for this request", True)
+        result = await record_outcomes(
+            self.ledger,
+            batch,
+            members,
+            outcomes,
+            missing=missing,
+            rejected=rejected,
+            actor=self.actor,
         )
-        unit.decide(BATCHES, batch_id, batch, finish)
-        await unit.commit()
-        faults.point("ingest.after_append")
         result.seconds = time.perf_counter() - started
         return result
 
     async def release(self, batch_id: str) -> tuple[int, int] | None:
         """Send a failed batch's requests back (or fail them); (requeued, failed), or None."""
         batch = await self.ledger.load(BATCHES, batch_id)
-        if batch is None or batch.released or batch.state is not BatchState.FAILED:
+        if batch is None or not BATCH_MACHINE.accepts(batch.state, "release_requests", batch, None):
             return None
         code = batch.failure_code or "batch_failed"
         message = batch.failure_message or "the batch failed"
@@ -259,18 +279,13 @@ class Ingestion:
         loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         unit = Unit(self.ledger, self.actor)
         requeued = failed = 0
+        fail = self._fail(batch, code, message, retryable)
         for rid, request in loaded.items():
-            if (
-                request is None
-                or request.state is not RequestState.BATCHING_IN_PROGRESS
-                or request.batch_id != batch_id
-            ):
+            if request is None or not _applies(request, fail):
                 continue
-            events = unit.decide(
-                REQUESTS, rid, request, self._fail(batch, code, message, retryable)
-            )
-            requeued += len(events) > 1
-            failed += len(events) == 1
+            events = unit.decide(REQUESTS, rid, request, fail)
+            requeued += isinstance(events[-1], RequestRequeued)
+            failed += not isinstance(events[-1], RequestRequeued)
         unit.decide(BATCHES, batch_id, batch, ReleaseRequests(requeued=requeued, failed=failed))
         await unit.commit()
         return requeued, failed

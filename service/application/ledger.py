@@ -127,9 +127,16 @@ class Ledger:
         events = await self.read_many(decider, entity_ids)
         return {i: decider.fold(events[i]) for i in entity_ids}
 
-    async def run(self, actor: Actor, work: Callable[[Unit], Awaitable[T]]) -> T:
-        """Run `work` in a unit of work and commit it; on a conflict, read and decide again."""
-        for _ in range(self.attempts):
+    async def run(
+        self, actor: Actor, work: Callable[[Unit], Awaitable[T]], *, attempts: int | None = None
+    ) -> T:
+        """Run `work` in a unit of work and commit it; on a conflict, read and decide again.
+
+        `work` must only read and decide: it runs again after a conflict. A use case that
+        records something done outside (an upload, a created batch) passes attempts=1.
+        """
+        attempts = attempts or self.attempts
+        for _ in range(attempts):
             unit = Unit(self, actor)
             result = await work(unit)
             try:
@@ -137,10 +144,16 @@ class Ledger:
             except ConcurrencyError:
                 continue
             return result
-        raise StillChanging(self.attempts)
+        raise StillChanging(attempts)
 
     async def execute(
-        self, decider: Decider[S, C, E], entity_id: str, command: C, actor: Actor
+        self,
+        decider: Decider[S, C, E],
+        entity_id: str,
+        command: C,
+        actor: Actor,
+        *,
+        attempts: int | None = None,
     ) -> list[E]:
         """Load one aggregate, decide one command, commit (retrying on a conflict)."""
 
@@ -148,4 +161,4 @@ class Ledger:
             state = await self.load(decider, entity_id)
             return unit.decide(decider, entity_id, state, command)
 
-        return await self.run(actor, work)
+        return await self.run(actor, work, attempts=attempts)

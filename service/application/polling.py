@@ -13,8 +13,18 @@ from service.metrics import Metrics
 from statemachine.batch import BATCHES
 from statemachine.commands import ObserveStatus
 from statemachine.errors import InvalidTransition
-from statemachine.events import BatchError, RequestCounts
+from statemachine.events import BatchError, BatchEvent, RequestCounts
 from statemachine.states import IN_FLIGHT
+
+
+async def observe_status(
+    ledger: Ledger, batch_id: str, observed: ObserveStatus, actor: Actor
+) -> list[BatchEvent]:
+    """Record what OpenAI reports about a batch; nothing when it shows nothing new.
+
+    Retried on a conflict: an observation is a read at OpenAI, deciding it again is safe.
+    """
+    return await ledger.execute(BATCHES, batch_id, observed, actor)
 
 
 class Polling:
@@ -76,7 +86,7 @@ class Polling:
             errors=errors,
         )
         try:
-            events = await self.ledger.execute(BATCHES, bid, observe, self.actor)
+            events = await observe_status(self.ledger, bid, observe, self.actor)
         except InvalidTransition as exc:
             log.warning("batch.observation_refused", status=seen.status, reason=str(exc))
             return 0

@@ -10,8 +10,7 @@ from eventstore import ConcurrencyError
 from service.application.ledger import Actor, Ledger, Unit
 from statemachine.commands import QueueRequest, RequeueRequest
 from statemachine.decider import entity_of
-from statemachine.request import REQUESTS
-from statemachine.states import RequestState
+from statemachine.request import REQUEST_MACHINE, REQUESTS
 
 
 class Queued(msgspec.Struct, frozen=True):
@@ -44,9 +43,14 @@ async def queue_requests(ledger: Ledger, commands: Sequence[QueueRequest], actor
         try:
             await unit.commit()
         except ConcurrencyError as exc:
-            for conflict in exc.conflicts:
-                existing.append(entity_of(conflict.stream_id))
-                pending.pop(entity_of(conflict.stream_id), None)
+            gone = [
+                entity_of(c.stream_id) for c in exc.conflicts if entity_of(c.stream_id) in pending
+            ]
+            if not gone:
+                raise  # a conflict on no stream of this call: never loop on it
+            for rid in gone:
+                existing.append(rid)
+                del pending[rid]
             continue
         break
     return Queued(created=list(pending), existing=existing)
@@ -58,12 +62,13 @@ async def requeue_requests(ledger: Ledger, request_ids: Sequence[str], actor: Ac
 
     async def work(unit: Unit) -> Requeued:
         loaded = await ledger.load_many(REQUESTS, ids)
+        command = RequeueRequest()
         failed = {
             rid: r
             for rid, r in loaded.items()
-            if r is not None and r.state is RequestState.PROCESSING_FAILED
+            if r is not None and REQUEST_MACHINE.accepts(r.state, command.trigger, r, command)
         }
-        unit.decide_many(REQUESTS, failed, RequeueRequest())
+        unit.decide_many(REQUESTS, failed, command)
         missing = sum(1 for r in loaded.values() if r is None)
         return Requeued(
             requeued=len(failed), not_found=missing, skipped=len(ids) - missing - len(failed)

@@ -6,7 +6,7 @@ from projections import queries
 from projections.queries import Pool
 from service.application.batching import Batching
 from service.application.polling import Polling
-from statemachine.states import IN_FLIGHT, SUBMITTING, TO_INGEST, BatchState
+from statemachine.states import ENDED_AT_OPENAI, IN_FLIGHT, SUBMITTING
 
 PENDING_SCAN_LIMIT = 500_000
 
@@ -40,6 +40,6 @@ class PollerPass:
         work = 0
         for bid in await queries.batches_in(self.pool, IN_FLIGHT):
             work += await self.polling.poll(bid)
-        for bid in await queries.batches_in(self.pool, TO_INGEST | {BatchState.FAILED}):
+        for bid in await queries.batches_in(self.pool, ENDED_AT_OPENAI):
             work += await self.polling.finish(bid)
         return work

@@ -6,17 +6,17 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from eventstore import EventLog
-from service.application.ledger import Actor, Ledger, Unit
+from service.application.batching import plan_batch, record_submission
+from service.application.ingestion import Outcome, record_outcomes
+from service.application.ledger import Actor, Ledger
+from service.application.polling import observe_status
 from service.application.requests import queue_requests, requeue_requests
 from service.ids import uuid7
 from statemachine.batch import BATCHES
 from statemachine.commands import (
-    AssignToBatch,
     CompleteRequest,
     FailRequest,
-    FinishIngestion,
     ObserveStatus,
-    PlanBatch,
     QueueRequest,
     RecordSubmission,
     RecordUpload,
@@ -77,58 +77,51 @@ async def queue_many(
 async def run_batch(
     led: Ledger, batch_id: str, ids: list[str], *, fail_every: int = 0, retryable: bool = True
 ) -> None:
-    """Plan, submit, complete a batch; every `fail_every`-th request fails."""
+    """Plan, submit, complete a batch through the use cases; every `fail_every`-th fails."""
     loaded = await led.load_many(REQUESTS, ids)
     requests: dict[str, Request] = {rid: r for rid, r in loaded.items() if r is not None}
     first = next(iter(requests.values()))
-    unit = Unit(led, SYSTEM)
-    plan = PlanBatch(
-        batch_id=batch_id, company_id=first.company_id, model=first.model, request_ids=ids
-    )
-    unit.decide(BATCHES, batch_id, None, plan)
-    unit.decide_many(REQUESTS, requests, AssignToBatch(batch_id=batch_id))
-    await unit.commit()
+    await plan_batch(led, batch_id, first.company_id, first.model, requests, SYSTEM)
     for step in (
         StartUpload(filename=f"{batch_id}.jsonl"),
         RecordUpload(input_file_id=f"file-{batch_id}", bytes=1),
         RecordSubmission(openai_batch_id=f"batch_{batch_id}", input_file_id=f"file-{batch_id}"),
-        ObserveStatus(
-            openai_status="completed",
-            request_counts=RequestCounts(total=len(ids)),
-            output_file_id=f"out-{batch_id}",
-        ),
     ):
-        await led.execute(BATCHES, batch_id, step, SYSTEM)
-    await _outcomes(led, batch_id, ids, fail_every, retryable)
+        await record_submission(led, batch_id, step, SYSTEM)
+    completed = ObserveStatus(
+        openai_status="completed",
+        request_counts=RequestCounts(total=len(ids)),
+        output_file_id=f"out-{batch_id}",
+    )
+    await observe_status(led, batch_id, completed, SYSTEM)
+    batch = await led.load(BATCHES, batch_id)
+    assert batch is not None
+    members = await led.load_many(REQUESTS, ids)
+    await record_outcomes(
+        led,
+        batch,
+        {rid: r for rid, r in members.items() if r is not None},
+        {rid: _outcome(batch_id, n, fail_every, retryable) for n, rid in enumerate(ids)},
+        missing=_fail(batch_id, retryable),
+        actor=SYSTEM,
+    )
 
 
-async def _outcomes(
-    led: Ledger, batch_id: str, ids: list[str], fail_every: int, retryable: bool
-) -> None:
-    loaded = await led.load_many(REQUESTS, ids)
-    unit = Unit(led, SYSTEM)
-    failed = 0
-    for n, rid in enumerate(ids):
-        if fail_every and n % fail_every == 0:
-            outcome: CompleteRequest | FailRequest = FailRequest(
-                batch_id=batch_id,
-                code="server_error",
-                message="500",
-                retryable=retryable,
-                max_attempts=2,
-            )
-            failed += 1
-        else:
-            outcome = CompleteRequest(
-                batch_id=batch_id,
-                analysis=ANALYSIS,
-                usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-                cost_micro_usd=7,
-            )
-        unit.decide(REQUESTS, rid, loaded[rid], outcome)
-    await unit.commit()
-    finish = FinishIngestion(completed=len(ids) - failed, failed=failed, missing=0)
-    await led.execute(BATCHES, batch_id, finish, SYSTEM)
+def _outcome(batch_id: str, n: int, fail_every: int, retryable: bool) -> Outcome:
+    if fail_every and n % fail_every == 0:
+        return _fail(batch_id, retryable)
+    return CompleteRequest(
+        batch_id=batch_id,
+        analysis=ANALYSIS,
+        usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+        cost_micro_usd=7,
+    )
+
+
+def _fail(batch_id: str, retryable: bool) -> FailRequest:
+    return FailRequest(
+        batch_id=batch_id, code="server_error", message="500", retryable=retryable, max_attempts=2
+    )
 
 
 async def requeue_failed(led: Ledger, ids: list[str]) -> int:

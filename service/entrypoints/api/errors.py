@@ -81,7 +81,7 @@ def make_error_middleware(log: object) -> Middleware:
         except ApiError as e:
             return error_response(e.status, e.code, e.message, e.headers)
         except UseCaseError as e:
-            status, headers = _USE_CASE_STATUS.get(type(e), (409, None))
+            status, headers = _USE_CASE_STATUS[type(e)]
             return error_response(status, e.code, str(e), headers)
         except InvalidTransition as e:
             return error_response(409, "invalid_transition", str(e))
