@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from eventstore import EventStore
 from projections.base import Projection
 from projections.batches import BatchesProjection
@@ -14,15 +16,24 @@ def all_projections() -> dict[str, Projection]:
     return {p.name: p for p in (RequestsProjection(), BatchesProjection())}
 
 
-async def status(store: EventStore) -> list[dict[str, object]]:
+class ProjectionStatus(msgspec.Struct, frozen=True):
+    """Where a projection stands: its checkpoint, its lag behind the head, rows per table."""
+
+    name: str
+    checkpoint: int
+    lag: int
+    rows: dict[str, int]
+
+
+async def status(store: EventStore) -> list[ProjectionStatus]:
     """Each projection's checkpoint, lag behind the head, and row count per table."""
     head = await store.head()
-    out: list[dict[str, object]] = []
+    out = []
     for name, projection in all_projections().items():
         position = await checkpoint(store.pool, name)
         rows = {
             t: int(await store.pool.fetchval(f"SELECT count(*) FROM {t}"))
             for t in projection.tables
         }
-        out.append({"name": name, "checkpoint": position, "lag": head - position, "rows": rows})
+        out.append(ProjectionStatus(name, position, head - position, rows))
     return out

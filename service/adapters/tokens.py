@@ -7,9 +7,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 
 import asyncpg
+import msgspec
 
 
 class Role(IntEnum):
@@ -88,13 +90,24 @@ async def revoke_token(
     return bool(done.endswith(" 1"))
 
 
-async def list_tokens(conn: asyncpg.Pool | asyncpg.Connection) -> list[dict[str, object]]:
-    """Every token's name, role, dates and who created and revoked it; never a secret or hash."""
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A token as listed: never its secret or its hash."""
+
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+async def list_tokens(conn: asyncpg.Pool | asyncpg.Connection) -> list[TokenInfo]:
+    """Every token's name, role, dates and who created and revoked it."""
     rows = await conn.fetch(
         "SELECT name, role, created_at, created_by, revoked_at, revoked_by FROM api_tokens"
         " ORDER BY created_at, name"
     )
-    return [dict(r) for r in rows]
+    return [TokenInfo(**{**dict(r), "role": Role[r["role"]]}) for r in rows]
 
 
 async def verify(conn: asyncpg.Pool | asyncpg.Connection, token: str) -> Principal | None:

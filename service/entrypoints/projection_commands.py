@@ -17,10 +17,8 @@ async def status_command(dsn: str) -> int:
     store = await EventStore.open(dsn, max_size=2)
     try:
         for row in await status(store):
-            rows = ", ".join(f"{t}={n}" for t, n in row["rows"].items())  # type: ignore[attr-defined]
-            print(
-                f"{row['name']:<12} checkpoint={row['checkpoint']:<10} lag={row['lag']:<8} {rows}"
-            )
+            rows = ", ".join(f"{t}={n}" for t, n in row.rows.items())
+            print(f"{row.name:<12} checkpoint={row.checkpoint:<10} lag={row.lag:<8} {rows}")
     finally:
         await store.close()
     return 0

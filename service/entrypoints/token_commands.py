@@ -30,12 +30,12 @@ async def run_tokens(dsn: str, args: argparse.Namespace) -> int:
         elif args.action == "list":
             for t in await list_tokens(conn):
                 state = (
-                    f"revoked {t['revoked_at']:%Y-%m-%d %H:%M} by {t['revoked_by']}"
-                    if t["revoked_at"]
+                    f"revoked {t.revoked_at:%Y-%m-%d %H:%M} by {t.revoked_by}"
+                    if t.revoked_at
                     else "active"
                 )
-                created = f"created {t['created_at']:%Y-%m-%d %H:%M} by {t['created_by']}"
-                print(f"{t['name']:<24} {t['role']:<11} {created}  {state}")
+                created = f"created {t.created_at:%Y-%m-%d %H:%M} by {t.created_by}"
+                print(f"{t.name:<24} {t.role.name:<11} {created}  {state}")
         elif not await revoke_token(conn, args.name):
             print(f"batchledger tokens: no active token named {args.name!r}", file=sys.stderr)
             return 1

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from aiohttp import web
 
 from service.adapters.tokens import Role, TokenError, create_token, list_tokens, revoke_token
@@ -19,8 +18,9 @@ _log = get_logger("api")
 async def list_all(request: web.Request) -> web.Response:
     """Every token with its role, dates and who created and revoked it."""
     parse_query(request, s.NoQuery)
-    rows: list[dict[str, Any]] = await list_tokens(deps(request).store.pool)
-    return respond(s.TokensResponse(tokens=[s.TokenItem(**r) for r in rows]))
+    found = await list_tokens(deps(request).store.pool)
+    items = [s.TokenItem(**{**msgspec.structs.asdict(t), "role": t.role.name}) for t in found]
+    return respond(s.TokensResponse(tokens=items))
 
 
 async def create(request: web.Request) -> web.Response:
