@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -149,14 +150,20 @@ async def get_request(request: web.Request) -> web.Response:
     return respond(s.RequestResponse(request=detail))
 
 
+async def _stream_history(
+    request: web.Request, stream_id: Callable[[str], str], entity: str
+) -> web.Response:
+    parse_query(request, s.NoQuery)
+    entity_id = path_id(request)
+    events = await deps(request).store.read_stream(stream_id(entity_id))
+    if not events:
+        raise ApiError(404, "not_found", f"no {entity} {entity_id!r}")
+    return respond(s.HistoryResponse(id=entity_id, history=_history(events)))
+
+
 async def request_history(request: web.Request) -> web.Response:
     """The request's events in order: the audit trail."""
-    parse_query(request, s.NoQuery)
-    rid = path_id(request)
-    events = await deps(request).store.read_stream(REQUESTS.stream_id(rid))
-    if not events:
-        raise ApiError(404, "not_found", f"no request {rid!r}")
-    return respond(s.HistoryResponse(id=rid, history=_history(events)))
+    return await _stream_history(request, REQUESTS.stream_id, "request")
 
 
 async def requeue(request: web.Request) -> web.Response:
@@ -241,12 +248,7 @@ async def get_batch(request: web.Request) -> web.Response:
 
 async def batch_history(request: web.Request) -> web.Response:
     """The batch's events in order."""
-    parse_query(request, s.NoQuery)
-    bid = path_id(request)
-    events = await deps(request).store.read_stream(BATCHES.stream_id(bid))
-    if not events:
-        raise ApiError(404, "not_found", f"no batch {bid!r}")
-    return respond(s.HistoryResponse(id=bid, history=_history(events)))
+    return await _stream_history(request, BATCHES.stream_id, "batch")
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
