@@ -26,10 +26,17 @@ class InMemoryEventStore:
         self._ids: set[uuid.UUID] = set()
 
     async def append(
-        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        scope: str | None = None,
     ) -> int:
         """Append events to one stream; returns the position of the last one."""
-        return await self.append_many([StreamAppend(stream_id, expected_version, list(events))])
+        return await self.append_many(
+            [StreamAppend(stream_id, expected_version, list(events), scope)]
+        )
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> int:
         """Append to many streams: all or nothing; returns the last position."""
@@ -62,6 +69,7 @@ class InMemoryEventStore:
                     data=e.data.decode(),
                     metadata=e.metadata,
                     recorded_at=recorded_at,
+                    scope=a.scope,
                 )
                 self._log.append(event)
                 stream.append(event)
@@ -86,16 +94,20 @@ class InMemoryEventStore:
         *,
         types: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
         """A page of the global log after position `after`, optionally filtered."""
-        # An empty filter filters nothing, as in the PostgreSQL store.
+        # An empty type or category filter filters nothing, as in the PostgreSQL store;
+        # scopes, when given, are a limit: an empty list admits nothing.
         wanted_types = set(types or ())
         wanted_categories = set(categories or ())
+        wanted_scopes = None if scopes is None else set(scopes)
         matching = (
             e
             for e in self._after(after)
             if (not wanted_types or e.type in wanted_types)
             and (not wanted_categories or e.category in wanted_categories)
+            and (wanted_scopes is None or e.scope in wanted_scopes)
         )
         return list(islice(matching, limit))
 

@@ -30,11 +30,16 @@ class NewEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class StreamAppend(msgspec.Struct, frozen=True):
-    """Events for one stream and the version the writer expects it to be at (None: any)."""
+    """Events for one stream and the version the writer expects it to be at (None: any).
+
+    `scope` is stored with each event: an opaque key readers can filter on through an
+    index (the application uses the company a stream belongs to).
+    """
 
     stream_id: str
     expected_version: int | None
     events: list[NewEvent]
+    scope: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -48,6 +53,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     data: str
     metadata: EventMetadata
     recorded_at: datetime
+    scope: str | None = None
 
     @property
     def category(self) -> str:

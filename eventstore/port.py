@@ -12,7 +12,12 @@ class EventLog(Protocol):
     """Append with optimistic concurrency and read by stream or by global position."""
 
     async def append(
-        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        scope: str | None = None,
     ) -> int:
         """Append events to one stream; returns the position of the last one."""
         ...
@@ -38,8 +43,10 @@ class EventLog(Protocol):
         *,
         types: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
-        """A page of the global log after position `after`, optionally filtered."""
+        """A page of the global log after position `after`, optionally filtered (scopes, when
+        given, limit it to events of those scopes)."""
         ...
 
     async def head(self) -> int:

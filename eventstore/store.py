@@ -25,11 +25,20 @@ if TYPE_CHECKING:
 # position N+1 before N (DESIGN §3.3; docs/architecture.md explains why).
 WRITER_LOCK_KEY = 0x6261_7463_686C_6F67  # "batchlog"
 _COPY_THRESHOLD = 256  # below this many events a multi-row INSERT beats COPY's extra round trips
-_COLUMNS = ("position", "stream_id", "stream_version", "event_id", "event_type", "data", "metadata")
+_COLUMNS = (
+    "position",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "event_type",
+    "data",
+    "metadata",
+    "scope",
+)
 # jsonb comes back as text: asyncpg decodes text in C, twice as fast as a Python codec.
 _SELECT = (
     "SELECT position, stream_id, stream_version, event_id, event_type, data::text,"
-    " metadata::text, recorded_at FROM events"
+    " metadata::text, recorded_at, scope FROM events"
 )
 # The newest events kept in memory for live subscriptions: at most this many, and at most
 # this much event data (queued requests carry their transcripts).
@@ -63,6 +72,7 @@ def _to_event(row: asyncpg.Record) -> RecordedEvent:
         data=row[5],
         metadata=_decode_metadata(row[6]),
         recorded_at=row[7],
+        scope=row[8],
     )
 
 
@@ -114,13 +124,14 @@ class EventStore:
         expected_version: int | None,
         events: Sequence[NewEvent],
         *,
+        scope: str | None = None,
         conn: asyncpg.Connection | None = None,
     ) -> int:
         """Append events to one stream; returns the position of the last one."""
         if conn is None and len(events) < _COPY_THRESHOLD:
-            return await self._append_one_round_trip(stream_id, expected_version, events)
+            return await self._append_one_round_trip(stream_id, expected_version, events, scope)
         return await self.append_many(
-            [StreamAppend(stream_id, expected_version, list(events))], conn=conn
+            [StreamAppend(stream_id, expected_version, list(events), scope)], conn=conn
         )
 
     async def append_many(
@@ -149,12 +160,12 @@ class EventStore:
             raise await self._duplicate_error(conn, appends) from exc
 
     async def _append_one_round_trip(
-        self, stream_id: str, expected: int | None, events: Sequence[NewEvent]
+        self, stream_id: str, expected: int | None, events: Sequence[NewEvent], scope: str | None
     ) -> int:
         async with self.pool.acquire() as conn:
             try:
                 position: int = await conn.fetchval(
-                    "SELECT eventstore_append($1, $2, $3, $4, $5, $6, $7)",
+                    "SELECT eventstore_append($1, $2, $3, $4, $5, $6, $7, $8)",
                     stream_id,
                     expected,
                     [e.id for e in events],
@@ -162,11 +173,12 @@ class EventStore:
                     [e.data for e in events],
                     [_encode(e.metadata) for e in events],
                     self.writer_lock_key,
+                    scope,
                 )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != _EVENT_ID_KEY:
                     raise
-                appended = [StreamAppend(stream_id, expected, list(events))]
+                appended = [StreamAppend(stream_id, expected, list(events), scope)]
                 raise await self._duplicate_error(conn, appended) from exc
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate != _CONFLICT_SQLSTATE:
@@ -250,12 +262,18 @@ class EventStore:
         *,
         types: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
-        """A page of the global log after position `after`, optionally filtered."""
+        """A page of the global log after position `after`, optionally filtered.
+
+        `scopes`, when given, limits the page to events of those scopes (an empty list: none).
+        """
         where, args = _filters(after, types, categories)
-        rows = await self.pool.fetch(
-            f"{_SELECT} WHERE {where} ORDER BY position LIMIT ${len(args) + 1}", *args, limit
-        )
+        if scopes is None:
+            sql = f"{_SELECT} WHERE {where} ORDER BY position LIMIT ${len(args) + 1}"
+            rows = await self.pool.fetch(sql, *args, limit)
+        else:
+            rows = await self.pool.fetch(_scoped(where, len(args)), *args, limit, list(scopes))
         return [_to_event(r) for r in rows]
 
     async def head(self) -> int:
@@ -279,6 +297,7 @@ class EventStore:
         *,
         types: Sequence[str] | None = None,
         categories: Sequence[str] | None = None,
+        scopes: Sequence[str] | None = None,
         page_size: int = 1000,
         poll_interval: float = 1.0,
     ) -> Subscription:
@@ -290,6 +309,7 @@ class EventStore:
             after,
             types=types,
             categories=categories,
+            scopes=scopes,
             page_size=page_size,
             poll_interval=poll_interval,
         )
@@ -331,24 +351,38 @@ class Notifier:
 
 
 _INSERT_UNNEST = (
-    "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, data, metadata)"
+    "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, data,"
+    " metadata, scope)"
     " SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::uuid[], $5::text[],"
-    " $6::jsonb[], $7::jsonb[])"
+    " $6::jsonb[], $7::jsonb[], $8::text[])"
 )
 
 
 def _rows(
     appends: Sequence[StreamAppend], current: dict[str, int], head: int
-) -> Iterator[tuple[int, str, int, uuid.UUID, str, bytes, bytes]]:
+) -> Iterator[tuple[int, str, int, uuid.UUID, str, bytes, bytes, str | None]]:
     position = head
     versions = dict(current)
     for a in appends:
-        version = versions[a.stream_id]
+        version, scope = versions[a.stream_id], a.scope
         for e in a.events:
             position += 1
             version += 1
-            yield position, a.stream_id, version, e.id, e.type, e.data, _encode(e.metadata)
+            yield position, a.stream_id, version, e.id, e.type, e.data, _encode(e.metadata), scope
         versions[a.stream_id] = version
+
+
+def _scoped(where: str, n: int) -> str:
+    """One index range per scope, each cut at the limit, merged by position.
+
+    `(scope, position)` orders each scope's events; `scope = ANY(...)` over several
+    scopes would have to sort all their events after `after` before the first row.
+    """
+    return (
+        f"SELECT e.* FROM unnest(${n + 2}::text[]) AS s(scope) CROSS JOIN LATERAL ("
+        f"{_SELECT} WHERE scope = s.scope AND {where} ORDER BY position LIMIT ${n + 1}) AS e"
+        f" ORDER BY e.position LIMIT ${n + 1}"
+    )
 
 
 def _filters(

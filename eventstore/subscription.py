@@ -32,11 +32,13 @@ class Subscription:
         categories: Sequence[str] | None,
         page_size: int,
         poll_interval: float,
+        scopes: Sequence[str] | None = None,
     ) -> None:
         self._store = store
         self.position = after
         self._types = types
         self._categories = categories
+        self._scopes = None if scopes is None else frozenset(scopes)
         self._page_size = page_size
         self._poll_interval = poll_interval
         self._wake = store.listener.register()
@@ -98,10 +100,14 @@ class Subscription:
         await self._store.listener.ensure()
         # Clear before reading: a NOTIFY that lands during the read still wakes the wait.
         self._wake.clear()
-        filtered = bool(self._types or self._categories)
+        filtered = bool(self._types or self._categories) or self._scopes is not None
         head = await self._store.head() if filtered else 0
         page = await self._store.read_all(
-            self.position, self._page_size, types=self._types, categories=self._categories
+            self.position,
+            self._page_size,
+            types=self._types,
+            categories=self._categories,
+            scopes=None if self._scopes is None else sorted(self._scopes),
         )
         if page:
             self.position = page[-1].position
@@ -115,6 +121,8 @@ class Subscription:
 
     def _wanted(self, event: RecordedEvent) -> bool:
         if self._types and event.type not in self._types:
+            return False
+        if self._scopes is not None and event.scope not in self._scopes:
             return False
         return not self._categories or category_of(event.stream_id) in self._categories
 

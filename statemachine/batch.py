@@ -325,11 +325,16 @@ def decode(data: bytes | str) -> BatchEvent:
     return _decode(data)
 
 
+def _company(state: Batch) -> str:
+    return state.company_id
+
+
 BATCHES: Decider[Batch, BatchCommand, BatchEvent] = Decider(
     category="batch",
     decode=decode,
     decide=decide,
     decide_many=one_at_a_time(decide),
     evolve=evolve,
+    scope_of=_company,
 )
 """The batch aggregate's decider record; its streams are `batch-<id>`."""

@@ -25,13 +25,15 @@ def entity_of(stream: str) -> str:
 
 @dataclass(frozen=True)
 class Decider(Generic[S, C, E]):
-    """Stream naming, typed decoding, decide/decide_many, evolve and the initial state."""
+    """Stream naming, typed decoding, decide/decide_many, evolve, the initial state, and the
+    scope (the company) an aggregate's events are stored under."""
 
     category: str
     decode: Callable[[bytes | str], E]
     decide: Callable[[S | None, C], list[E]]
     decide_many: Callable[[Sequence[S], C], list[list[E]]]
     evolve: Callable[[S | None, E], S]
+    scope_of: Callable[[S], str]
     initial: S | None = None
 
     def stream_id(self, entity_id: str) -> str:

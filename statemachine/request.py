@@ -230,11 +230,16 @@ def decode(data: bytes | str) -> RequestEvent:
     return _decode(data)
 
 
+def _company(state: Request) -> str:
+    return state.company_id
+
+
 REQUESTS: Decider[Request, RequestCommand, RequestEvent] = Decider(
     category="request",
     decode=decode,
     decide=decide,
     decide_many=decide_many,
     evolve=evolve,
+    scope_of=_company,
 )
 """The request aggregate's decider record; its streams are `request-<id>`."""

@@ -55,7 +55,10 @@ class Unit:
     ) -> list[E]:
         """Decide a command and stage its events at the version `state` was read at."""
         events = decider.decide(state, command)
-        self.stage(decider.stream_id(entity_id), state.version if state else 0, events)
+        if events:
+            # A new stream's scope comes from the event that creates it.
+            scope = decider.scope_of(state if state else decider.evolve(None, events[0]))
+            self.stage(decider.stream_id(entity_id), state.version if state else 0, events, scope)
         return events
 
     def decide_many(
@@ -68,18 +71,21 @@ class Unit:
         decided = decider.decide_many(list(states.values()), command)
         out = dict(zip(states, decided, strict=True))
         for entity_id, events in out.items():
-            self.stage(decider.stream_id(entity_id), states[entity_id].version, events)
+            state = states[entity_id]
+            stream = decider.stream_id(entity_id)
+            self.stage(stream, state.version, events, decider.scope_of(state))
         return out
 
-    def stage(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
+    def stage(
+        self, stream_id: str, expected_version: int, events: Sequence[Event], scope: str
+    ) -> None:
         """Stage decided events for one stream (nothing is staged for no events)."""
         if not events:
             return
         if stream_id in self._appends:
             raise ValueError(f"{stream_id} is decided twice in one unit of work")
-        self._appends[stream_id] = StreamAppend(
-            stream_id, expected_version, self.ledger.to_new_events(events, self.actor)
-        )
+        new = self.ledger.to_new_events(events, self.actor)
+        self._appends[stream_id] = StreamAppend(stream_id, expected_version, new, scope)
 
     async def commit(self) -> None:
         """Append every staged stream in one transaction, at the versions read."""

@@ -122,3 +122,43 @@ async def test_batch_lifecycle_from_plan_to_processed(ledger: Ledger) -> None:
     types = [e.type for e in await ledger.store.read_stream("batch-b1")]
     assert types.count("BatchStatusObserved") == 2  # the repeated observation recorded nothing
     assert types[-1] == "BatchProcessed"
+
+
+async def test_every_event_is_stored_under_the_company_of_its_stream(ledger: Ledger) -> None:
+    await ledger.execute(REQUESTS, "r1", queue("r1"), ADMIN)
+    await ledger.execute(REQUESTS, "r1", AssignToBatch(batch_id="b1"), ADMIN)
+    await ledger.execute(
+        BATCHES,
+        "b1",
+        PlanBatch(batch_id="b1", company_id="globex", model="m", request_ids=["r1"]),
+        ADMIN,
+    )
+    await ledger.execute(BATCHES, "b1", StartUpload(filename="f"), ADMIN)
+    assert [e.scope for e in await ledger.store.read_stream("request-r1")] == ["acme", "acme"]
+    assert [e.scope for e in await ledger.store.read_stream("batch-b1")] == ["globex", "globex"]
+
+
+async def test_the_scope_migration_gives_older_events_their_streams_company(
+    ledger: Ledger,
+) -> None:
+    from eventstore import load_migrations
+
+    await ledger.execute(REQUESTS, "r1", queue("r1"), ADMIN)
+    await ledger.execute(REQUESTS, "r1", AssignToBatch(batch_id="b1"), ADMIN)
+    await ledger.execute(
+        BATCHES,
+        "b1",
+        PlanBatch(batch_id="b1", company_id="globex", model="m", request_ids=["r1"]),
+        ADMIN,
+    )
+    store = ledger.store
+    assert isinstance(store, EventStore)
+    await store.pool.execute("UPDATE events SET scope = NULL")  # as written before scopes
+    (backfill,) = [m for m in load_migrations("service") if m.name.endswith("event_scopes.sql")]
+    await store.pool.execute(backfill.sql)
+    scopes = await store.pool.fetch("SELECT stream_id, scope FROM events ORDER BY position")
+    assert [(r[0], r[1]) for r in scopes] == [
+        ("request-r1", "acme"),
+        ("request-r1", "acme"),
+        ("batch-b1", "globex"),
+    ]

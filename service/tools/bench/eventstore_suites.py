@@ -23,9 +23,18 @@ def _event(n: int) -> NewEvent:
 
 
 _BARE = """CREATE TABLE IF NOT EXISTS {name} (position bigint, stream_id text,
- stream_version int, event_id uuid, event_type text, data jsonb, metadata jsonb)"""
-_COLUMNS = ["position", "stream_id", "stream_version", "event_id", "event_type", "data", "metadata"]
-Rows = list[tuple[int, str, int, object, str, bytes, bytes]]
+ stream_version int, event_id uuid, event_type text, data jsonb, metadata jsonb, scope text)"""
+_COLUMNS = [
+    "position",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "event_type",
+    "data",
+    "metadata",
+    "scope",
+]
+Rows = list[tuple[int, str, int, object, str, bytes, bytes, str | None]]
 
 
 @suite("append_batched")
@@ -72,7 +81,9 @@ def _raw_rows(chunks: list[list[StreamAppend]], *, first_position: int) -> list[
         rows: Rows = []
         for a in chunk:
             for version, e in enumerate(a.events, start=1):
-                rows.append((position, a.stream_id, version, e.id, e.type, e.data, enc(e.metadata)))
+                rows.append(
+                    (position, a.stream_id, version, e.id, e.type, e.data, enc(e.metadata), a.scope)
+                )
                 position += 1
         out.append(rows)
     return out
@@ -85,7 +96,10 @@ def _stream_chunks(
     return [
         [
             StreamAppend(
-                f"{prefix}-{i}", 0, [_event(i * per_stream + j) for j in range(per_stream)]
+                f"{prefix}-{i}",
+                0,
+                [_event(i * per_stream + j) for j in range(per_stream)],
+                scope=f"co{i % 20}",  # as the service stores them: a company per stream
             )
             for i in range(start, min(start + chunk_streams, streams))
         ]
