@@ -87,12 +87,29 @@ def _rows(records: list[Any], kind: type[T]) -> list[T]:
     return msgspec.convert([dict(r) for r in records], list[kind])  # type: ignore[valid-type]
 
 
-async def summary(pool: Pool, company_id: str | None = None) -> StatusCounts:
+Companies = frozenset[str] | None
+"""The companies a reader may see; None: every company."""
+
+
+def _company(company_id: str | None, companies: Companies) -> str | list[str] | None:
+    """The company filter: the one asked for, else the reader's companies (None: all).
+
+    A caller checks that `company_id` is among `companies` before asking.
+    """
+    if company_id is not None or companies is None:
+        return company_id
+    return next(iter(companies)) if len(companies) == 1 else sorted(companies)
+
+
+async def summary(
+    pool: Pool, company_id: str | None = None, *, companies: Companies = None
+) -> StatusCounts:
     """Requests per status, every status present."""
+    where, args = _where({"company_id": _company(company_id, companies)})
     rows = await pool.fetch(
         "SELECT status, sum(n)::bigint AS n FROM request_status_counts"
-        " WHERE ($1::text IS NULL OR company_id = $1) GROUP BY status",
-        company_id,
+        f" WHERE {where} GROUP BY status",
+        *args,
     )
     return StatusCounts(**{r["status"].lower(): int(r["n"]) for r in rows})
 
@@ -108,8 +125,11 @@ def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         if value is None:
             continue
         args.append(value)
-        op = ">" if column == "seq" else "="
-        clauses.append(f"{column} {op} ${len(args)}")
+        if isinstance(value, list):
+            clauses.append(f"{column} = ANY(${len(args)}::text[])")
+        else:
+            op = ">" if column == "seq" else "="
+            clauses.append(f"{column} {op} ${len(args)}")
     return " AND ".join(clauses) or "TRUE", args
 
 
@@ -121,10 +141,11 @@ async def requests_page(
     after_seq: int | None = None,
     company_id: str | None = None,
     batch_id: str | None = None,
+    companies: Companies = None,
 ) -> tuple[list[RequestItem], int | None]:
     """A keyset page of requests in one status, oldest first; and the seq to continue after."""
     filters = {
-        "company_id": company_id,
+        "company_id": _company(company_id, companies),
         "batch_id": batch_id,
         "status": status.value,
         "seq": after_seq or 0,
@@ -157,10 +178,21 @@ async def request_detail(pool: Pool, request_id: str) -> RequestView | None:
 
 
 async def batches_page(
-    pool: Pool, limit: int, *, status: BatchState | None = None, after_seq: int | None = None
+    pool: Pool,
+    limit: int,
+    *,
+    status: BatchState | None = None,
+    after_seq: int | None = None,
+    companies: Companies = None,
 ) -> tuple[list[BatchRow], int | None]:
     """A keyset page of batches, oldest first."""
-    where, args = _where({"status": status.value if status else None, "seq": after_seq or 0})
+    where, args = _where(
+        {
+            "company_id": _company(None, companies),
+            "status": status.value if status else None,
+            "seq": after_seq or 0,
+        }
+    )
     records = await pool.fetch(
         f"SELECT {_BATCH} FROM batches WHERE {where} ORDER BY seq LIMIT ${len(args) + 1}",
         *args,

@@ -73,19 +73,26 @@ class Metrics:
         )
         self.error_source: dict[str, int] = {}
 
-    async def refresh(self, store: EventStore) -> None:
-        """Read the gauges from the projections and the log."""
-        s = self._snapshot
-        rows = await store.pool.fetch(
-            "SELECT status, sum(n)::bigint AS n FROM request_status_counts GROUP BY 1"
-        )
-        s.requests = {r["status"].lower(): int(r["n"]) for r in rows}
-        rows = await store.pool.fetch("SELECT status, count(*) AS n FROM batches GROUP BY 1")
-        s.batches = {r["status"].lower(): int(r["n"]) for r in rows}
-        s.head = await store.head()
-        s.lag = {name: s.head - await checkpoint(store.pool, name) for name in all_projections()}
-        s.openai_errors = dict(self.error_source)
+    async def render_for(self, store: EventStore, companies: frozenset[str] | None) -> bytes:
+        """The exposition text, requests and batches counted for `companies` (None: all).
 
-    def render(self) -> bytes:
-        """The exposition text."""
+        The log's head, lag, OpenAI errors and timings are the process's, not a company's.
+        Every value is read before any is set, so concurrent scrapes for different
+        companies cannot mix their counts.
+        """
+        scope = None if companies is None else sorted(companies)
+        where = "WHERE $1::text[] IS NULL OR company_id = ANY($1::text[])"
+        requests = await store.pool.fetch(
+            f"SELECT status, sum(n)::bigint AS n FROM request_status_counts {where} GROUP BY 1",
+            scope,
+        )
+        batches = await store.pool.fetch(
+            f"SELECT status, count(*) AS n FROM batches {where} GROUP BY 1", scope
+        )
+        head = await store.head()
+        lag = {name: head - await checkpoint(store.pool, name) for name in all_projections()}
+        s = self._snapshot
+        s.requests = {r["status"].lower(): int(r["n"]) for r in requests}
+        s.batches = {r["status"].lower(): int(r["n"]) for r in batches}
+        s.head, s.lag, s.openai_errors = head, lag, dict(self.error_source)
         return generate_latest(self.registry)

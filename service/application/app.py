@@ -12,6 +12,8 @@ from service.application.polling import Polling
 from service.application.requests import Queued, Requeued, queue_requests, requeue_requests
 from statemachine.commands import QueueRequest
 
+Companies = frozenset[str] | None
+
 
 @dataclass
 class Application:
@@ -26,10 +28,14 @@ class Application:
         """Queue analysis requests, each once (import, the admin API, synthetic data)."""
         return await queue_requests(self.ledger, commands, actor)
 
-    async def requeue(self, request_ids: Sequence[str], actor: Actor) -> Requeued:
-        """An admin sends failed requests back to waiting."""
-        return await requeue_requests(self.ledger, request_ids, actor)
+    async def requeue(
+        self, request_ids: Sequence[str], actor: Actor, *, companies: Companies = None
+    ) -> Requeued:
+        """An admin sends failed requests of `companies` (None: all) back to waiting."""
+        return await requeue_requests(self.ledger, request_ids, actor, companies=companies)
 
-    async def cancel_batch(self, batch_id: str, actor: Actor) -> None:
-        """An admin cancels a running batch at OpenAI."""
-        await self.batching.cancel(batch_id, actor)
+    async def cancel_batch(
+        self, batch_id: str, actor: Actor, *, companies: Companies = None
+    ) -> None:
+        """An admin cancels a running batch of `companies` (None: all) at OpenAI."""
+        await self.batching.cancel(batch_id, actor, companies=companies)

@@ -258,10 +258,15 @@ class Batching:
             requests=len(batch.request_ids),
         )
 
-    async def cancel(self, bid: str, actor: Actor) -> None:
-        """Ask OpenAI to cancel a running batch and record it; its requests follow the lifecycle."""
+    async def cancel(
+        self, bid: str, actor: Actor, *, companies: frozenset[str] | None = None
+    ) -> None:
+        """Ask OpenAI to cancel a running batch and record it; its requests follow the lifecycle.
+
+        A batch of a company outside `companies` (None: every company) is Missing.
+        """
         batch = await self.ledger.load(BATCHES, bid)
-        if batch is None:
+        if batch is None or (companies is not None and batch.company_id not in companies):
             raise Missing("batch", bid)
         command = CancelBatch()
         if (

@@ -56,12 +56,24 @@ async def queue_requests(ledger: Ledger, commands: Sequence[QueueRequest], actor
     return Queued(created=list(pending), existing=existing)
 
 
-async def requeue_requests(ledger: Ledger, request_ids: Sequence[str], actor: Actor) -> Requeued:
-    """Send failed requests back to waiting; the others are counted, not touched."""
+async def requeue_requests(
+    ledger: Ledger,
+    request_ids: Sequence[str],
+    actor: Actor,
+    *,
+    companies: frozenset[str] | None = None,
+) -> Requeued:
+    """Send failed requests back to waiting; the others are counted, not touched.
+
+    A request of a company outside `companies` (None: every company) counts as not found.
+    """
     ids = list(dict.fromkeys(request_ids))
 
     async def work(unit: Unit) -> Requeued:
-        loaded = await ledger.load_many(REQUESTS, ids)
+        loaded = {
+            rid: r if r is None or companies is None or r.company_id in companies else None
+            for rid, r in (await ledger.load_many(REQUESTS, ids)).items()
+        }
         command = RequeueRequest()
         failed = {
             rid: r

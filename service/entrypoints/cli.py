@@ -220,6 +220,17 @@ def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     c.add_argument(
         "--role", required=True, choices=["support", "admin", "superadmin"], help="its role"
     )
+    c.add_argument(
+        "--company",
+        action="append",
+        metavar="ID",
+        help="limit the token to this company (repeat for several; none: every company)",
+    )
+    c.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="expire after this long: a number and s, m, h or d (e.g. 90d); default: never",
+    )
     listing = tsub.add_parser("list", help="list tokens (names, roles, dates; never secrets)")
     r = tsub.add_parser("revoke", help="revoke a token by name, effective at once")
     r.add_argument("name")

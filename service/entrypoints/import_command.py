@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from eventstore import EventStore
+from service import actors
 from service.adapters.database import migrate
 from service.application.ledger import Actor, Ledger
 from service.entrypoints.intake import Importer, ImportReport
@@ -30,7 +31,7 @@ async def run_import(dsn: str, source: str, company_id: str, model: str) -> int:
     store = await EventStore.open(dsn, max_size=4)
     bar = tqdm(desc="transcripts", unit="row", disable=not sys.stderr.isatty())
     try:
-        importer = Importer(Ledger(store, clock=utc_now, new_id=uuid7), Actor("import"))
+        importer = Importer(Ledger(store, clock=utc_now, new_id=uuid7), Actor(actors.IMPORT))
         report = await importer.run(source, company_id, model, progress=bar.update)
     except OSError as exc:
         print(f"batchledger import: cannot read {source}: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from eventstore import EventStore
 from projections import queries
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner
+from service import actors
 from service.adapters.openai_gateway import OpenAIGateway, make_client
 from service.application.app import Application
 from service.application.batching import Batching
@@ -26,8 +27,8 @@ from service.logs import get_logger
 from service.metrics import Metrics
 from statemachine.states import UNFINISHED
 
-CREATOR = Actor("batch-creator")
-POLLER = Actor("batch-poller")
+CREATOR = Actor(actors.BATCH_CREATOR)
+POLLER = Actor(actors.BATCH_POLLER)
 
 
 def utc_now() -> datetime:

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from projections import queries
+from service import actors
 from service.adapters.database import migrate
 from service.adapters.tokens import Role, create_token
 from service.application.ledger import Actor
@@ -89,7 +90,7 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     print(f"emulator: {emulator_url}/v1   admin API: http://127.0.0.1:{port}")
-    report = await Importer(runtime.app.ledger, Actor("demo-import")).run(
+    report = await Importer(runtime.app.ledger, Actor(actors.DEMO_IMPORT)).run(
         str(sample), "demo", settings.openai_model
     )
     print(

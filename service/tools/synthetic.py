@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from eventstore import EventLog
+from service import actors
 from service.application.batching import plan_batch, record_submission
 from service.application.ingestion import Outcome, record_outcomes
 from service.application.ledger import Actor, Ledger
@@ -34,7 +35,7 @@ ANALYSIS = {
     "questions": ["When?"],
     "summary": "Asked about a shift.",
 }
-SYSTEM = Actor("scheduler")
+SYSTEM = Actor(actors.SYNTHETIC)
 TRANSCRIPT = (
     "[01.10.2026 09:00:00] User: Hi, my shift on Friday was changed but nobody told me. Why?\n"
     "[01.10.2026 09:00:40] Assistant: Sorry about that. The schedule was updated on Tuesday.\n"

@@ -161,7 +161,7 @@ async def test_requeue_has_the_seed_shape_counts_and_is_idempotent(api: Api) -> 
     assert (again["requeuedCount"], again["skippedCount"]) == (0, 2)
     _, history = await get(api, "/requests/r0/history")
     last = history["history"][-1]
-    assert (last["type"], last["actor"]) == ("RequestRequeued", "admin-token")
+    assert (last["type"], last["actor"]) == ("RequestRequeued", "token:admin-token")
     assert json.loads(json.dumps(last["data"]))["reason"] == "admin"
     assert len(ids) == 8
 
@@ -222,7 +222,7 @@ async def test_enqueue_is_idempotent_per_company_and_session(api: Api) -> None:
     _, detail = await get(api, f"/requests/{by_messages['requestId']}")
     assert (detail["request"]["model"], detail["request"]["source"]) == ("gpt-4o", "api")
     _, history = await get(api, f"/requests/{created['requestId']}/history")
-    assert history["history"][0]["actor"] == "admin-token"
+    assert history["history"][0]["actor"] == "token:admin-token"
 
 
 async def test_enqueue_refuses_bad_input(api: Api) -> None:
@@ -302,7 +302,7 @@ async def test_cancel_a_running_batch_then_409_when_finished_and_404_when_unknow
     assert (status, err["error"]["code"]) == (409, "not_cancellable")
     assert (await post(api, "/batches/unknown/cancel", None))[0] == 404
     _, history = await get(api, f"/batches/{bid}/history")
-    assert ("BatchCancelRequested", "admin-token") in [
+    assert ("BatchCancelRequested", "token:admin-token") in [
         (h["type"], h["actor"]) for h in history["history"]
     ]
 

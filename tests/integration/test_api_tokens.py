@@ -42,7 +42,7 @@ async def test_a_created_token_works_at_once_with_its_role_and_is_listed_without
     assert requeue.status == 403
     tokens = await listed(api)
     assert tokens["integrator-1"]["role"] == "support"
-    assert tokens["integrator-1"]["createdBy"] == "superadmin-token"
+    assert tokens["integrator-1"]["createdBy"] == "token:superadmin-token"
     assert tokens["integrator-1"]["revokedAt"] is None
     assert tokens["admin-token"]["createdBy"] == "cli"
     assert token.split("_", 2)[2] not in str(tokens["__text__"]["raw"])
@@ -59,7 +59,7 @@ async def test_revoking_over_http_stops_the_token_at_once_and_records_who_did_it
     assert await r.json() == {"ok": True, "name": "short-lived", "revoked": True}
     assert (await api.client.get("/api/admin/legacy/summary", headers=headers)).status == 401
     entry = (await listed(api))["short-lived"]
-    assert entry["revokedBy"] == "superadmin-token"
+    assert entry["revokedBy"] == "token:superadmin-token"
     assert entry["revokedAt"] is not None
     again = await api.client.post(f"{TOKENS}/short-lived/revoke", headers=api.auth("superadmin"))
     assert again.status == 404

@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.adapters.tokens import verify
+from service.adapters.tokens import token_id_of, verify
 from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.entrypoints.api.errors import ApiError, make_error_middleware
 from service.entrypoints.api.ratelimit import client_address
 from service.entrypoints.api.routes import ROUTES, route_for
+from service.entrypoints.api.watch import TOKEN_WATCH, TokenWatch, watching
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 1024 * 1024
@@ -41,28 +42,52 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)  # public, or unmatched (404/405 follow)
     d: Deps = request.app[DEPS]
     address = client_address(request, d.trusted_proxies)
-    wait = d.auth_failure_limiter.blocked(address)
-    if wait:
-        raise ApiError(
-            429, "rate_limited", "too many failed authentications", {"Retry-After": str(wait)}
-        )
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    principal = (
-        await verify(d.store.pool, token.strip()) if scheme.lower() == "bearer" and token else None
-    )
+    scheme, _, presented = header.partition(" ")
+    token = presented.strip() if scheme.lower() == "bearer" else ""
+    token_id = token_id_of(token)  # the public part of a well-formed token; never the secret
+    logged = {
+        "token_id": token_id,
+        "route": route.path,
+        "method": request.method,
+        "request_id": request.get(REQUEST_ID),
+    }
+    # Failed-auth throttling never refuses a valid token: whoever shares an address with
+    # the admins, or knows a token id, must not lock them out. So only a credential that
+    # cannot be valid is answered without asking the database: a missing or malformed one,
+    # or one that failed before (d.refused: failures are final). Any other well-formed
+    # token costs its one indexed lookup, as a valid one does; if it fails while its
+    # address or its token id is over budget, the answer is 429 instead of 401.
+    keys = [f"address:{address}"] + ([f"token:{token_id}"] if token_id else [])
+    wait = max(d.auth_failure_limiter.blocked(key) for key in keys)
+    principal = None
+    if token_id is not None and token not in d.refused:
+        principal = await verify(d.store.pool, token)
     if principal is None:
-        d.auth_failure_limiter.take(address)
+        if token_id is not None:
+            d.refused.add(token)
+        if wait:
+            d.auth_log.emit("api.locked_out", address, retry_after=wait, **logged)
+            raise ApiError(
+                429, "rate_limited", "too many failed authentications", {"Retry-After": str(wait)}
+            )
+        for key in keys:
+            d.auth_failure_limiter.take(key)
+        reason = "missing" if not header else "malformed" if token_id is None else "invalid"
+        d.auth_log.emit("api.auth_failed", address, reason=reason, **logged)
         raise ApiError(
             401, "unauthorized", "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
         )
-    if principal.role < route.role:
-        raise ApiError(403, "forbidden", f"this route needs the {route.role.name} role")
-    wait = d.token_limiter.take(principal.token_id)
+    wait = d.token_limiter.take(principal.token_id)  # before the role check: 403s count too
     if wait:
         raise ApiError(
             429, "rate_limited", "too many requests for this token", {"Retry-After": str(wait)}
         )
+    if principal.role < route.role:
+        d.auth_log.emit(
+            "api.forbidden", address, token_name=principal.name, role=principal.role.name, **logged
+        )
+        raise ApiError(403, "forbidden", f"this route needs the {route.role.name} role")
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -75,6 +100,8 @@ def create_app(deps: Deps) -> web.Application:
     )
     app[DEPS] = deps
     app[CLOSING] = asyncio.Event()
+    app[TOKEN_WATCH] = TokenWatch(deps.store.pool, deps.token_check_seconds)
+    app.cleanup_ctx.append(watching)
     app.on_shutdown.append(_end_streams)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -85,3 +112,4 @@ async def _end_streams(app: web.Application) -> None:
     # Runs before aiohttp waits for open handlers: an event stream never ends by itself,
     # and held a SIGTERM-ed `serve` for two minutes. Clients resume by Last-Event-ID.
     app[CLOSING].set()
+    app[TOKEN_WATCH].end_all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -12,7 +12,7 @@ from eventstore import EventStore
 from service.adapters.tokens import Principal
 from service.application.app import Application
 from service.entrypoints.api.cursor import Cursors
-from service.entrypoints.api.ratelimit import RateLimiter
+from service.entrypoints.api.ratelimit import AuthLog, RateLimiter, RefusedCredentials
 from service.metrics import Metrics
 
 
@@ -25,11 +25,14 @@ class Deps:
     metrics: Metrics
     cursors: Cursors
     token_limiter: RateLimiter
-    auth_failure_limiter: RateLimiter
+    auth_failure_limiter: RateLimiter  # failed authentications per address and per token id
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
     default_model: str
     heartbeat_seconds: float
     log: object
+    token_check_seconds: float = 2.0  # how soon a revoked or expired token's streams end
+    refused: RefusedCredentials = field(default_factory=RefusedCredentials)
+    auth_log: AuthLog = field(default_factory=AuthLog)  # 401s, 403s, lockouts; capped
 
 
 DEPS = web.AppKey("deps", Deps)

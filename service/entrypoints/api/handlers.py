@@ -13,6 +13,7 @@ from aiohttp import web
 from eventstore import RecordedEvent
 from projections import queries
 from projections.batches import BatchRow
+from service.actors import token_actor
 from service.adapters.database import pending
 from service.adapters.tokens import Principal
 from service.application.ledger import Actor
@@ -20,8 +21,16 @@ from service.entrypoints.api import schemas as s
 from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.entrypoints.api.errors import ApiError
 from service.entrypoints.api.io import parse_body, parse_query, respond
+from service.entrypoints.api.watch import TOKEN_WATCH
 from service.ids import request_id as make_request_id
-from service.transcripts import Message, TranscriptError, parse_transcript, render
+from service.transcripts import (
+    MessageError,
+    TranscriptError,
+    parse_transcript,
+    render,
+    to_message,
+    utc_time,
+)
 from statemachine.batch import BATCHES
 from statemachine.commands import QueueRequest
 from statemachine.request import REQUESTS
@@ -36,7 +45,25 @@ def deps(request: web.Request) -> Deps:
 def actor(request: web.Request) -> Actor:
     """The calling token's name, recorded on every event a write appends."""
     principal: Principal = request[PRINCIPAL]
-    return Actor(principal.name, correlation_id=request.get(REQUEST_ID))
+    return Actor(token_actor(principal.name), correlation_id=request.get(REQUEST_ID))
+
+
+def companies(request: web.Request) -> frozenset[str] | None:
+    """The companies the calling token may see (None: every company)."""
+    principal: Principal = request[PRINCIPAL]
+    return principal.companies
+
+
+def visible(request: web.Request, company_id: str | None) -> bool:
+    """Whether the calling token may see this company's data (an unknown company: no)."""
+    principal: Principal = request[PRINCIPAL]
+    return company_id is not None and principal.sees(company_id)
+
+
+def _company_param(request: web.Request, company_id: str | None) -> None:
+    """A 404 for a companyId parameter outside the token's companies, as for an unknown id."""
+    if company_id is not None and not visible(request, company_id):
+        raise ApiError(404, "not_found", f"no company {company_id!r}")
 
 
 def path_id(request: web.Request) -> str:
@@ -112,13 +139,17 @@ def _history(events: list[RecordedEvent]) -> list[s.HistoryEntry]:
 async def summary(request: web.Request) -> web.Response:
     """Requests per status (the seed's shape)."""
     q = parse_query(request, s.SummaryQuery)
-    counts = await queries.summary(deps(request).store.pool, q.company_id)
+    _company_param(request, q.company_id)
+    counts = await queries.summary(
+        deps(request).store.pool, q.company_id, companies=companies(request)
+    )
     return respond(s.SummaryResponse(summary=s.Summary(**msgspec.structs.asdict(counts))))
 
 
 async def list_requests(request: web.Request) -> web.Response:
     """A keyset page of requests in one status."""
     q = parse_query(request, s.RequestsQuery)
+    _company_param(request, q.company_id)
     d = deps(request)
     scope = f"requests|{q.status}|{q.company_id or ''}|{q.batch_id or ''}"
     after = d.cursors.decode(q.cursor, scope)
@@ -129,6 +160,7 @@ async def list_requests(request: web.Request) -> web.Response:
         after_seq=after,
         company_id=q.company_id,
         batch_id=q.batch_id,
+        companies=companies(request),
     )
     cursor = d.cursors.encode(next_seq, scope)
     return respond(
@@ -141,7 +173,7 @@ async def get_request(request: web.Request) -> web.Response:
     parse_query(request, s.NoQuery)
     rid = path_id(request)
     row = await queries.request_detail(deps(request).store.pool, rid)
-    if row is None:
+    if row is None or not visible(request, row.company_id):
         raise ApiError(404, "not_found", f"no request {rid!r}")
     a = row.analysis
     analysis = s.Analysis(**msgspec.structs.asdict(a)) if a is not None else None
@@ -156,7 +188,7 @@ async def _stream_history(
     parse_query(request, s.NoQuery)
     entity_id = path_id(request)
     events = await deps(request).store.read_stream(stream_id(entity_id))
-    if not events:
+    if not events or not visible(request, events[0].scope):
         raise ApiError(404, "not_found", f"no {entity} {entity_id!r}")
     return respond(s.HistoryResponse(id=entity_id, history=_history(events)))
 
@@ -170,7 +202,9 @@ async def requeue(request: web.Request) -> web.Response:
     """Send failed requests back to waiting; the rest are counted, not touched."""
     parse_query(request, s.NoQuery)
     body = await parse_body(request, s.RequeueBody)
-    done = await deps(request).app.requeue(body.request_ids, actor(request))
+    done = await deps(request).app.requeue(
+        body.request_ids, actor(request), companies=companies(request)
+    )
     return respond(
         s.RequeueResponse(
             requeued_count=done.requeued,
@@ -183,27 +217,42 @@ async def requeue(request: web.Request) -> web.Response:
 def _transcript(body: s.EnqueueBody) -> str:
     if (body.transcript is None) == (body.messages is None):
         raise ApiError(400, "invalid_body", "give exactly one of transcript or messages")
-    if body.transcript is not None:
-        try:
-            return render(parse_transcript(body.transcript))
-        except TranscriptError as exc:
-            raise ApiError(400, "invalid_transcript", f"transcript: {exc}") from None
-    assert body.messages is not None
     from datetime import UTC, datetime
 
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return render(
-        [
-            Message(m.at.replace(tzinfo=None) if m.at else now, m.role, m.content)
-            for m in body.messages
-        ]
-    )
+    now = datetime.now(UTC)
+    if body.transcript is not None:
+        # Parsing splits the turns; rendering writes them back in the one canonical form.
+        try:
+            parsed = parse_transcript(body.transcript)
+        except TranscriptError as exc:
+            raise ApiError(400, "invalid_transcript", f"transcript: {exc}") from None
+        for number, message in enumerate(parsed, 1):
+            try:
+                utc_time(message.at, now)  # bounded only: a transcript's times stay as written
+            except MessageError as exc:
+                raise ApiError(
+                    400, "invalid_transcript", f"transcript: message {number}: {exc}"
+                ) from None
+        return render(parsed)
+    assert body.messages is not None
+    messages = []
+    for index, m in enumerate(body.messages):
+        # A header inside a message would forge a turn: refused, never rewritten.
+        try:
+            messages.append(to_message(m.role, m.content, m.at, now))
+        except MessageError as exc:
+            raise ApiError(
+                400, "invalid_body", f"{exc} - at `$.messages[{index}].{exc.field}`"
+            ) from None
+    return render(messages)
 
 
 async def enqueue(request: web.Request) -> web.Response:
     """Queue one analysis request; the same company and session always give the same request."""
     parse_query(request, s.NoQuery)
     body = await parse_body(request, s.EnqueueBody)
+    if not visible(request, body.company_id):
+        raise ApiError(403, "forbidden", f"this token cannot write for company {body.company_id!r}")
     d = deps(request)
     rid = make_request_id(body.company_id, body.session_id)
     command = QueueRequest(
@@ -231,6 +280,7 @@ async def list_batches(request: web.Request) -> web.Response:
         q.limit,
         status=BatchState(q.status.upper()) if q.status else None,
         after_seq=after,
+        companies=companies(request),
     )
     cursor = d.cursors.encode(next_seq, scope)
     return respond(s.BatchesResponse(batches=[_batch_item(r) for r in rows], next_cursor=cursor))
@@ -241,7 +291,7 @@ async def get_batch(request: web.Request) -> web.Response:
     parse_query(request, s.NoQuery)
     bid = path_id(request)
     row = await queries.batch_detail(deps(request).store.pool, bid)
-    if row is None:
+    if row is None or not visible(request, row.company_id):
         raise ApiError(404, "not_found", f"no batch {bid!r}")
     return respond(s.BatchResponse(batch=_batch_item(row)))
 
@@ -255,7 +305,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
     """Cancel a batch at OpenAI; its requests follow the lifecycle (retried when retryable)."""
     parse_query(request, s.NoQuery)
     bid = path_id(request)
-    await deps(request).app.cancel_batch(bid, actor(request))
+    await deps(request).app.cancel_batch(bid, actor(request), companies=companies(request))
     return respond(s.CancelResponse(batch_id=bid, status="cancelling"), status=202)
 
 
@@ -282,8 +332,13 @@ def _event_item(e: RecordedEvent) -> s.EventItem:
 async def events(request: web.Request) -> web.Response:
     """The global event feed, paged by position."""
     q = parse_query(request, s.EventsQuery)
+    seen = companies(request)
     page = await deps(request).store.read_all(
-        q.after, q.limit, types=_split(q.type), categories=_split(q.category)
+        q.after,
+        q.limit,
+        types=_split(q.type),
+        categories=_split(q.category),
+        scopes=None if seen is None else sorted(seen),
     )
     next_after = page[-1].position if page else q.after
     return respond(s.EventsResponse(events=[_event_item(e) for e in page], next_after=next_after))
@@ -307,17 +362,24 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    seen = companies(request)
     sub = d.store.subscribe(
-        after, types=_split(q.type), categories=_split(q.category), page_size=q.limit
+        after,
+        types=_split(q.type),
+        categories=_split(q.category),
+        scopes=None if seen is None else sorted(seen),
+        page_size=q.limit,
     )
     encode = msgspec.json.Encoder().encode
-    closing = request.app[CLOSING]
+    watch, token_id = request.app[TOKEN_WATCH], request[PRINCIPAL].token_id
+    # Set when the token is revoked or expires, or when the server stops.
+    ended = watch.open(token_id)
     try:
         await response.write(b": connected\n\n")
-        while not closing.is_set():
-            page = await sub.next_page_before(closing, d.heartbeat_seconds)
-            if page is None:  # a quiet heartbeat interval, or the server is closing
-                if not closing.is_set():
+        while not ended.is_set():
+            page = await sub.next_page_before(ended, d.heartbeat_seconds)
+            if page is None:  # a quiet heartbeat interval, or the stream must end
+                if not ended.is_set():
                     await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
                 continue
             for e in page:
@@ -328,9 +390,12 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                 )
                 # A client that cannot take a frame in 10 s is dropped; it resumes by Last-Event-ID.
                 await asyncio.wait_for(response.write(frame), 10)
+        if not request.app[CLOSING].is_set():
+            await asyncio.wait_for(response.write(b": token revoked or expired\n\n"), 10)
     except (ConnectionResetError, TimeoutError, asyncio.CancelledError):
         pass
     finally:
+        watch.close(token_id, ended)
         with contextlib.suppress(Exception):
             await sub.close()
     return response
@@ -361,5 +426,5 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
     d = deps(request)
-    await d.metrics.refresh(d.store)
-    return web.Response(body=d.metrics.render(), content_type="text/plain", charset="utf-8")
+    body = await d.metrics.render_for(d.store, companies(request))
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

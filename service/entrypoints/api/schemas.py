@@ -78,11 +78,39 @@ class RequeueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One message of a session submitted directly."""
+    """One message of a session submitted directly; the rules beyond these types are
+    `service.transcripts.to_message` (a 400 `invalid_body` naming the message)."""
 
-    role: Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[^:\n\x00]+$")]
-    content: Annotated[str, msgspec.Meta(max_length=20_000, pattern=NO_NUL)]
-    at: datetime | None = None
+    role: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=40,
+            pattern=r"^[^:\n\x00]+$",
+            description="No ':', no space at either end, no control, line-break or"
+            " invisible character.",
+        ),
+    ]
+    content: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=20_000,
+            pattern=NO_NUL,
+            description="No line may read as a transcript turn header"
+            " `[DD.MM.YYYY HH:MM:SS] Role:` (refused, not escaped). CRLF is stored as LF;"
+            " blanks at line ends and trailing blank lines are dropped.",
+        ),
+    ]
+    at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                description="Converted to UTC (no offset: taken as UTC), whole seconds;"
+                " from 2000-01-01T00:00:00Z to one day from now. Absent: now."
+            ),
+        ]
+        | None
+    ) = None
 
 
 class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -100,11 +128,16 @@ class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     ) = None
 
 
-class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
-    """POST /tokens."""
+class TokenBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """POST /tokens: `companies` limits the token (absent: every company, which only a
+    superadmin limited to no company may grant); `expiresIn` like 90d, 12h, 30m."""
 
     name: Id
     role: Literal["support", "admin", "superadmin"]
+    companies: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    expires_in: (
+        Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", max_length=7)] | None
+    ) = None
 
 
 class Response(msgspec.Struct, rename="camel"):
@@ -311,13 +344,18 @@ class EventsResponse(Response):
     next_after: int = 0
 
 
-class TokenItem(msgspec.Struct, rename="camel"):
-    """A token as listed: never its secret or hash."""
+class TokenItem(msgspec.Struct, rename="camel", kw_only=True):
+    """A token as listed: never its secret or hash; `companies` null means every company;
+    `tokenId` is the public part of the token (`bl_<tokenId>_…`), as the auth logs show it."""
 
+    token_id: str
     name: str
     role: str
+    companies: list[str] | None = None
     created_at: datetime
     created_by: str
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
     revoked_at: datetime | None = None
     revoked_by: str | None = None
 
@@ -334,6 +372,8 @@ class TokenCreatedResponse(Response):
     name: str = ""
     role: str = ""
     token: str = ""
+    companies: list[str] | None = None
+    expires_at: datetime | None = None
 
 
 class TokenRevokedResponse(Response):

@@ -135,6 +135,7 @@ async def api_load(b: Bench) -> list[Result]:
 
     await _fill_requests(b.store, b.size(1_000_000, 100_000))
     token = await create_token(b.store.pool, "bench", Role.support)
+    scoped = await create_token(b.store.pool, "bench-co3", Role.support, companies=["co3"])
     port = free_port()
     env = {
         "DATABASE_URL": b.store.dsn,
@@ -153,6 +154,12 @@ async def api_load(b: Bench) -> list[Result]:
         )
         page = f"{base}/api/admin/legacy/requests?status=processing_failed&limit=50"
         page_rps, page_p99 = await _load(page, headers, seconds, concurrency)
+        # The same reads by a token limited to one of the 20 companies.
+        one = {"Authorization": f"Bearer {scoped}"}
+        ssum_rps, ssum_p99 = await _load(
+            f"{base}/api/admin/legacy/summary", one, seconds, concurrency
+        )
+        spage_rps, spage_p99 = await _load(page, one, seconds, concurrency)
     finally:
         proc.terminate()
         await proc.wait()
@@ -161,4 +168,12 @@ async def api_load(b: Bench) -> list[Result]:
         with_baseline("api_summary_p99", sum_p99, "ms", "healthz_p99", health_p99),
         with_baseline("api_requests_page_rps", page_rps, "req/s", "healthz_rps", health_rps),
         with_baseline("api_requests_page_p99", page_p99, "ms", "healthz_p99", health_p99),
+        with_baseline("api_scoped_summary_rps", ssum_rps, "req/s", "api_summary_rps", sum_rps),
+        with_baseline("api_scoped_summary_p99", ssum_p99, "ms", "api_summary_p99", sum_p99),
+        with_baseline(
+            "api_scoped_requests_page_rps", spage_rps, "req/s", "api_requests_page_rps", page_rps
+        ),
+        with_baseline(
+            "api_scoped_requests_page_p99", spage_p99, "ms", "api_requests_page_p99", page_p99
+        ),
     ]
