@@ -51,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_auth_failures_per_minute: int = 20
     api_trusted_proxies: str = ""
     sse_heartbeat_seconds: float = 15.0
+    api_header_timeout_seconds: float = 10.0
+    api_body_timeout_seconds: float = 30.0
+    api_idle_timeout_seconds: float = 75.0
+    api_max_connections_per_address: int = 64
     model_prices: dict[str, tuple[float, float]] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
@@ -75,6 +79,13 @@ def _seconds(raw: str) -> float:
     value = float(raw)
     if not 0 <= value <= 86_400:
         raise ValueError("must be between 0 and 86400 seconds")
+    return value
+
+
+def _timeout(raw: str) -> float:
+    value = float(raw)
+    if not 0.1 <= value <= 3600:  # a timeout of 0 would close every connection at once
+        raise ValueError("must be between 0.1 and 3600 seconds")
     return value
 
 
@@ -153,6 +164,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "API_AUTH_FAILURES_PER_MINUTE": _int(1, 1_000_000),
     "API_TRUSTED_PROXIES": _networks,
     "SSE_HEARTBEAT_SECONDS": _seconds,
+    "API_HEADER_TIMEOUT_SECONDS": _timeout,
+    "API_BODY_TIMEOUT_SECONDS": _timeout,
+    "API_IDLE_TIMEOUT_SECONDS": _timeout,
+    "API_MAX_CONNECTIONS_PER_ADDRESS": _int(0, 1_000_000),
 }
 
 

@@ -140,6 +140,7 @@ async def test_healthz_is_public_and_readyz_checks_database_and_migrations(api: 
     await api.runtime.store.pool.execute(
         "DELETE FROM schema_migrations WHERE name LIKE 'service/%'"
     )
+    await asyncio.sleep(1.1)  # /readyz keeps its answer for a second (readiness.CACHE_SECONDS)
     r = await api.client.get("/readyz")
     assert r.status == 503
     assert "migrations" in (await r.json())["checks"]

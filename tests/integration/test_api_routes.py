@@ -447,6 +447,7 @@ async def test_every_body_route_answers_413_for_a_huge_body_and_415_for_a_non_js
 async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
+    import asyncpg
     from aiohttp.test_utils import TestClient, TestServer
 
     from eventstore import EventStore
@@ -455,8 +456,9 @@ async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> No
 
     api: Api = await api_factory()
     deps = api.client.server.app[DEPS]
-    unreachable = EventStore(deps.store.pool, "postgresql://postgres@127.0.0.1:1/none")
-    client = TestClient(TestServer(create_app(replace(deps, store=unreachable))))
+    nowhere = "postgresql://postgres@127.0.0.1:1/none"
+    pool = await asyncpg.create_pool(nowhere, min_size=0)  # readiness asks through the pool
+    client = TestClient(TestServer(create_app(replace(deps, store=EventStore(pool, nowhere)))))
     await client.start_server()
     try:
         r = await client.get("/readyz")
@@ -464,6 +466,7 @@ async def test_readyz_fails_while_the_database_is_unreachable(api_factory) -> No
         assert (await r.json())["checks"]["database"].startswith("unreachable")
     finally:
         await client.close()
+        await pool.close()
 
 
 async def test_a_route_answers_503_with_retry_after_while_the_database_is_down(

@@ -10,8 +10,10 @@ from aiohttp import web
 
 from service.adapters.tokens import token_id_of, verify
 from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
+from service.entrypoints.api.edge import security_headers
 from service.entrypoints.api.errors import ApiError, make_error_middleware
 from service.entrypoints.api.ratelimit import client_address
+from service.entrypoints.api.readiness import READINESS, Readiness
 from service.entrypoints.api.routes import ROUTES, route_for
 from service.entrypoints.api.watch import TOKEN_WATCH, TokenWatch, watching
 
@@ -102,9 +104,14 @@ def create_app(deps: Deps) -> web.Application:
     app[CLOSING] = asyncio.Event()
     app[TOKEN_WATCH] = TokenWatch(deps.store.pool, deps.token_check_seconds)
     app.cleanup_ctx.append(watching)
+    app[READINESS] = Readiness()
     app.on_shutdown.append(_end_streams)
+    app.on_response_prepare.append(security_headers)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":  # HEAD wherever GET: the same answer without its body
+            app.router.add_get(route.path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
     return app
 
 

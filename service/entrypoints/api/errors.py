@@ -49,6 +49,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -71,6 +72,11 @@ _DATABASE_DOWN = (
 )
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def make_error_middleware(log: object) -> Middleware:
     """Domain, validation and HTTP errors to the envelope; anything else a logged 500."""
 
@@ -91,8 +97,13 @@ def make_error_middleware(log: object) -> Middleware:
             if e.status < 400:
                 raise
             code = _HTTP_CODES.get(e.status, "http_error")
-            return error_response(e.status, code, e.reason or code)
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None  # 405
+            return error_response(e.status, code, e.reason or code, allow)
         except _DATABASE_DOWN as e:
+            if isinstance(e, ConnectionError) and _client_gone(request):
+                # The client hung up (mid-body, say): not the database, and nobody to answer.
+                log.info("api.client_disconnected", path=request.path, method=request.method)  # type: ignore[attr-defined]
+                return error_response(400, "client_disconnected", "the client hung up")
             # Not the client's fault and not a bug: say so, so balancers and clients retry.
             log.warning("api.database_unavailable", path=request.path, error=type(e).__name__)  # type: ignore[attr-defined]
             return error_response(

@@ -14,13 +14,13 @@ from eventstore import RecordedEvent
 from projections import queries
 from projections.batches import BatchRow
 from service.actors import token_actor
-from service.adapters.database import pending
 from service.adapters.tokens import Principal
 from service.application.ledger import Actor
 from service.entrypoints.api import schemas as s
 from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.entrypoints.api.errors import ApiError
-from service.entrypoints.api.io import parse_body, parse_query, respond
+from service.entrypoints.api.io import ASCII_NUMBER, parse_body, parse_query, respond
+from service.entrypoints.api.readiness import READINESS
 from service.entrypoints.api.watch import TOKEN_WATCH
 from service.ids import request_id as make_request_id
 from service.transcripts import (
@@ -340,28 +340,50 @@ async def events(request: web.Request) -> web.Response:
         categories=_split(q.category),
         scopes=None if seen is None else sorted(seen),
     )
+    if not page:
+        await _not_past_the_head(request, q.after, "invalid_parameter", "after")
     next_after = page[-1].position if page else q.after
     return respond(s.EventsResponse(events=[_event_item(e) for e in page], next_after=next_after))
+
+
+async def _not_past_the_head(request: web.Request, after: int, code: str, name: str) -> None:
+    # A position past the newest event was never handed out (positions only grow): a
+    # client following it would wait forever, so it is told now.
+    if after and after > await deps(request).store.head():
+        raise ApiError(400, code, f"{name} is past the newest event; resume from a position given")
+
+
+def last_event_id(request: web.Request) -> int | None:
+    """The Last-Event-ID header as a position: ASCII digits only, else a 400."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        return None
+    if not ASCII_NUMBER.fullmatch(raw):
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event position")
+    return int(raw)
 
 
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """The feed as Server-Sent Events: resumable with Last-Event-ID, with heartbeats."""
     q = parse_query(request, s.EventsQuery)
     d = deps(request)
-    after = q.after
-    last_id = request.headers.get("Last-Event-ID")
-    if last_id is not None:
-        if not last_id.isdigit() or len(last_id) > 18:
-            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event position")
-        after = int(last_id)
+    resumed = last_event_id(request)
+    if resumed is None:
+        after = q.after
+        await _not_past_the_head(request, after, "invalid_parameter", "after")
+    else:
+        after = resumed
+        await _not_past_the_head(request, after, "invalid_last_event_id", "Last-Event-ID")
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
+            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",
         }
     )
     await response.prepare(request)
+    if request.method == "HEAD":
+        return response  # the headers only: no stream behind them
     seen = companies(request)
     sub = d.store.subscribe(
         after,
@@ -407,20 +429,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers and every migration is applied."""
-    d = deps(request)
-    try:
-        missing = await asyncio.wait_for(pending(d.store.dsn), 5)
-    except Exception as exc:  # any failure to reach the database means not ready
-        return respond(
-            s.Health(ok=False, checks={"database": f"unreachable: {type(exc).__name__}"}),
-            status=503,
-        )
-    if missing:
-        return respond(
-            s.Health(ok=False, checks={"migrations": f"{len(missing)} pending"}), status=503
-        )
-    return respond(s.Health(ok=True, checks={"database": "ok", "migrations": "ok"}))
+    """Readiness: the database answers and every migration is applied (cached briefly)."""
+    status, health = await request.app[READINESS].check(deps(request).store.pool)
+    return respond(health, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -51,7 +51,7 @@ ROUTES: tuple[Route, ...] = (
         s.SummaryQuery,
         None,
         s.SummaryResponse,
-        errors=(400,),
+        errors=(400, 404),  # 404: a companyId outside the token's companies
     ),
     Route(
         "GET",
@@ -62,7 +62,7 @@ ROUTES: tuple[Route, ...] = (
         s.RequestsQuery,
         None,
         s.RequestsResponse,
-        errors=(400,),
+        errors=(400, 404),  # 404: a companyId outside the token's companies
     ),
     Route(
         "POST",
@@ -86,7 +86,7 @@ ROUTES: tuple[Route, ...] = (
         s.EnqueueResponse,
         status=201,
         also=(200,),
-        errors=(400, 413, 415),
+        errors=(400, 409, 413, 415),
     ),
     Route(
         "GET",
@@ -234,13 +234,14 @@ ROUTES: tuple[Route, ...] = (
         None,
         None,
         s.Health,
-        errors=(503,),
+        also=(503,),  # not ready: the same body, its checks saying why
     ),
 )
 
 
 def route_for(method: str, path_template: str) -> Route | None:
-    """The table entry of a matched route."""
+    """The table entry of a matched route (HEAD is GET without the body: the same entry)."""
+    method = "GET" if method == "HEAD" else method
     for route in ROUTES:
         if route.method == method and route.path == path_template:
             return route

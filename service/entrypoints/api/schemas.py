@@ -8,7 +8,26 @@ from typing import Annotated, Literal
 import msgspec
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+TokenName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$",
+        description="The id rule, starting with a letter or a digit.",
+    ),
+]
 NO_NUL = "^[^\\x00]*$"  # PostgreSQL text and jsonb cannot hold a NUL character
+_DAY = (
+    r"(?:20[0-9]{2}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|20(?:0[048]|[2468][048]|[13579][26])-02-29)"
+)
+AT_PATTERN = (
+    rf"^{_DAY}[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?$"
+)
+"""A message time as the decoder reads it (RFC 3339), on a real day of a 20xx year."""
 Limit500 = Annotated[int, msgspec.Meta(ge=1, le=500)]
 Limit1000 = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -61,7 +80,15 @@ class BatchesQuery(Query):
 class EventsQuery(Query):
     """GET /events and /events/stream."""
 
-    after: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
+    after: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=10**18 - 1,  # the edge reads at most 18 ASCII digits (io.ASCII_NUMBER)
+            description="An event position, as `nextAfter` or an event's `position` gave it:"
+            " the page starts after it. A position past the newest event is a 400.",
+        ),
+    ] = 0
     limit: Limit1000 = 100
     type: Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[A-Za-z0-9,]+$")] | None = None
     category: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[a-z0-9,]+$")] | None = None
@@ -106,7 +133,10 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
             datetime,
             msgspec.Meta(
                 description="Converted to UTC (no offset: taken as UTC), whole seconds;"
-                " from 2000-01-01T00:00:00Z to one day from now. Absent: now."
+                " from 2000-01-01T00:00:00Z to one day from now. Absent: now.",
+                # Documents what the decoder reads (`format` alone asserts nothing in
+                # JSON Schema 2020-12): an RFC 3339 time of a real day of a 20xx year.
+                extra_json_schema={"format": "date-time", "pattern": AT_PATTERN},
             ),
         ]
         | None
@@ -119,7 +149,19 @@ class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     company_id: Id
     session_id: Id
     transcript: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=500_000, pattern=NO_NUL)] | None
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=500_000,
+                pattern=NO_NUL,
+                description="The LiveDash format: one `[DD.MM.YYYY HH:MM:SS] Role: text` header"
+                " per turn, a line without a header continuing the turn before it; no text"
+                " before the first header, real times from 2000-01-01 to one day from now"
+                " (taken as written, without a zone). Else a 400 `invalid_transcript`.",
+            ),
+        ]
+        | None
     ) = None
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=1000)] | None = None
     model: (
@@ -132,7 +174,7 @@ class TokenBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """POST /tokens: `companies` limits the token (absent: every company, which only a
     superadmin limited to no company may grant); `expiresIn` like 90d, 12h, 30m."""
 
-    name: Id
+    name: TokenName
     role: Literal["support", "admin", "superadmin"]
     companies: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=100)] | None = None
     expires_in: (

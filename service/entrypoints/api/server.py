@@ -13,6 +13,7 @@ from service.config import Settings, StartupError
 from service.entrypoints.api.app import create_app
 from service.entrypoints.api.cursor import Cursors
 from service.entrypoints.api.deps import Deps
+from service.entrypoints.api.edge import EdgeLimits, EdgeSite
 from service.entrypoints.api.ratelimit import RateLimiter, parse_networks
 from service.logs import get_logger
 from service.metrics import Metrics
@@ -48,6 +49,17 @@ async def build_deps(
     )
 
 
+def edge_limits(settings: Settings) -> EdgeLimits:
+    """The connection-level limits of the listening site."""
+    return EdgeLimits(
+        header_timeout=settings.api_header_timeout_seconds,
+        body_timeout=settings.api_body_timeout_seconds,
+        idle_timeout=settings.api_idle_timeout_seconds,
+        max_connections_per_address=settings.api_max_connections_per_address,
+        exempt=tuple(parse_networks(settings.api_trusted_proxies)),
+    )
+
+
 async def run_api(
     store: EventStore,
     application: Application,
@@ -59,7 +71,7 @@ async def run_api(
     app = create_app(await build_deps(store, application, metrics, settings))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = EdgeSite(runner, settings.host, settings.port, edge_limits(settings))
     try:
         await site.start()
     except OSError as exc:
