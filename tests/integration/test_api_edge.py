@@ -592,3 +592,17 @@ def test_trusted_proxies_are_exempt_from_the_per_address_cap() -> None:
     assert addresses.admit("192.0.2.1")
     assert all(addresses.admit("10.1.2.3") for _ in range(5)), "a proxy carries many clients"
     assert _Addresses(EdgeLimits(max_connections_per_address=0)).admit("x"), "0: no cap"
+
+
+async def test_a_fixed_path_is_not_taken_by_a_template_for_another_method(api: Api) -> None:
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        r = await api.client.request(method, f"{BASE}/requests/requeue", headers=api.auth())
+        assert r.status == 405, method
+        assert r.headers["Allow"] == "POST", method
+
+
+async def test_the_event_stream_echoes_the_request_id(api: Api) -> None:
+    headers = {**api.auth("support"), "X-Request-Id": "trace-me"}
+    async with api.client.get(STREAM, headers=headers) as r:
+        assert r.status == 200
+        assert r.headers["X-Request-Id"] == "trace-me"

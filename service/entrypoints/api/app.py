@@ -107,12 +107,26 @@ def create_app(deps: Deps) -> web.Application:
     app[READINESS] = Readiness()
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(security_headers)
-    for route in ROUTES:
+    for n, route in enumerate(ROUTES):
         if route.method == "GET":  # HEAD wherever GET: the same answer without its body
             app.router.add_get(route.path, route.handler, allow_head=True)
         else:
             app.router.add_route(route.method, route.path, route.handler)
+        if "{" not in route.path and all(r.path != route.path for r in ROUTES[n + 1 :]):
+            # A fixed path answers every other method itself (405 with its Allow), before
+            # a template registered later (`/requests/{id}`) can take `/requests/requeue`.
+            app.router.add_route("*", route.path, _not_allowed(route.path))
     return app
+
+
+def _not_allowed(path: str) -> Handler:
+    allowed = {r.method for r in ROUTES if r.path == path}
+    allowed |= {"HEAD"} if "GET" in allowed else set()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+
+    return handler
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from service.entrypoints.api.deps import REQUEST_ID
 from service.entrypoints.api.errors import _HTTP_CODES, ApiError, error_response
 from service.logs import get_logger
 
@@ -52,6 +53,10 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: runs for streamed responses and error envelopes too."""
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
+    # Here too, not only in the middleware: a stream sends its headers before it returns.
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
 
 
 @dataclass(frozen=True)
