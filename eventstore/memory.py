@@ -111,9 +111,13 @@ class InMemoryEventStore:
         )
         return list(islice(matching, limit))
 
-    async def head(self) -> int:
-        """The position of the last event (0 when the log is empty)."""
-        return len(self._log)
+    async def head(self, *, scopes: Sequence[str] | None = None) -> int:
+        """The position of the last event (0 when the log is empty); with `scopes`, the last
+        of those scopes."""
+        if scopes is None:
+            return len(self._log)
+        wanted = set(scopes)
+        return next((e.position for e in reversed(self._log) if e.scope in wanted), 0)
 
     async def stream_version(self, stream_id: str) -> int:
         """The version of a stream (0 when it has no events)."""

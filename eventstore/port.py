@@ -49,8 +49,9 @@ class EventLog(Protocol):
         given, limit it to events of those scopes)."""
         ...
 
-    async def head(self) -> int:
-        """The position of the last event (0 when the log is empty)."""
+    async def head(self, *, scopes: Sequence[str] | None = None) -> int:
+        """The position of the last event (0 when the log is empty); with `scopes`, the last
+        of those scopes."""
         ...
 
     async def stream_version(self, stream_id: str) -> int:

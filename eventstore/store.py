@@ -276,10 +276,19 @@ class EventStore:
             rows = await self.pool.fetch(_scoped(where, len(args)), *args, limit, list(scopes))
         return [_to_event(r) for r in rows]
 
-    async def head(self) -> int:
-        """The position of the last committed event (0 when the log is empty)."""
-        value: int = await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        return value
+    async def head(self, *, scopes: Sequence[str] | None = None) -> int:
+        """The position of the last committed event (0 when the log is empty); with `scopes`,
+        the last of those scopes (one index probe per scope)."""
+        if scopes is None:
+            value: int = await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            return value
+        scoped: int = await self.pool.fetchval(
+            "SELECT coalesce(max(e.position), 0) FROM unnest($1::text[]) AS s(scope)"
+            " CROSS JOIN LATERAL (SELECT position FROM events WHERE scope = s.scope"
+            " ORDER BY position DESC LIMIT 1) AS e",
+            list(scopes),
+        )
+        return scoped
 
     async def stream_version(self, stream_id: str) -> int:
         """The version of a stream (0 when it has no events)."""

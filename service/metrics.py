@@ -13,6 +13,24 @@ from projections.registry import all_projections
 from projections.runner import checkpoint
 
 
+class _Counts(Collector):
+    """Requests and batches per status: the company data among the metrics."""
+
+    def __init__(self, requests: dict[str, int], batches: dict[str, int]) -> None:
+        self.requests = requests
+        self.batches = batches
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("batchledger_requests", "Requests per status.", labels=["status"])
+        for status, n in self.requests.items():
+            g.add_metric([status], n)
+        yield g
+        g = GaugeMetricFamily("batchledger_batches", "Batches per status.", labels=["status"])
+        for status, n in self.batches.items():
+            g.add_metric([status], n)
+        yield g
+
+
 class _Snapshot(Collector):
     """Values gathered asynchronously just before each scrape."""
 
@@ -24,14 +42,7 @@ class _Snapshot(Collector):
         self.openai_errors: dict[str, int] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        g = GaugeMetricFamily("batchledger_requests", "Requests per status.", labels=["status"])
-        for status, n in self.requests.items():
-            g.add_metric([status], n)
-        yield g
-        g = GaugeMetricFamily("batchledger_batches", "Batches per status.", labels=["status"])
-        for status, n in self.batches.items():
-            g.add_metric([status], n)
-        yield g
+        yield from _Counts(self.requests, self.batches).collect()
         yield CounterMetricFamily(
             "batchledger_events_appended", "Events in the log (its head position).", value=self.head
         )
@@ -74,11 +85,11 @@ class Metrics:
         self.error_source: dict[str, int] = {}
 
     async def render_for(self, store: EventStore, companies: frozenset[str] | None) -> bytes:
-        """The exposition text, requests and batches counted for `companies` (None: all).
+        """The exposition text; for a token limited to `companies`, only their requests and
+        batches per status (the log's head, lag, OpenAI errors and timings are the whole
+        service's: they are not shown to a scoped token).
 
-        The log's head, lag, OpenAI errors and timings are the process's, not a company's.
-        Every value is read before any is set, so concurrent scrapes for different
-        companies cannot mix their counts.
+        Every value is read before any is set, so concurrent scrapes cannot mix counts.
         """
         scope = None if companies is None else sorted(companies)
         where = "WHERE $1::text[] IS NULL OR company_id = ANY($1::text[])"
@@ -89,10 +100,17 @@ class Metrics:
         batches = await store.pool.fetch(
             f"SELECT status, count(*) AS n FROM batches {where} GROUP BY 1", scope
         )
+        counts = (
+            {r["status"].lower(): int(r["n"]) for r in requests},
+            {r["status"].lower(): int(r["n"]) for r in batches},
+        )
+        if companies is not None:
+            registry = CollectorRegistry()
+            registry.register(_Counts(*counts))
+            return generate_latest(registry)
         head = await store.head()
         lag = {name: head - await checkpoint(store.pool, name) for name in all_projections()}
         s = self._snapshot
-        s.requests = {r["status"].lower(): int(r["n"]) for r in requests}
-        s.batches = {r["status"].lower(): int(r["n"]) for r in batches}
+        s.requests, s.batches = counts
         s.head, s.lag, s.openai_errors = head, lag, dict(self.error_source)
         return generate_latest(self.registry)

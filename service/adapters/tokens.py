@@ -50,6 +50,10 @@ class TokenError(ValueError):
     """A token command that cannot be carried out."""
 
 
+class NameTaken(TokenError):
+    """The name is used (or was, in any case), or reserved for the service's own actors."""
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -91,7 +95,7 @@ def check_name(name: str) -> None:
             " with a letter or digit (it appears as the actor of events and in URLs)"
         )
     if name.lower() in SYSTEM_ACTORS:
-        raise TokenError(f"{name!r} is reserved: the service writes events under that name")
+        raise NameTaken(f"{name!r} is reserved: the service writes events under that name")
 
 
 def _companies(companies: Sequence[str] | None) -> list[str] | None:
@@ -131,7 +135,7 @@ async def create_token(
             expires_in,
         )
     except asyncpg.UniqueViolationError:
-        raise TokenError(
+        raise NameTaken(
             f"a token named {name!r} (in any case) exists or existed; names are never reused,"
             " because events record them as actors: pick another name"
         ) from None

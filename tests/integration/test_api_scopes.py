@@ -256,9 +256,62 @@ async def test_metrics_count_only_the_scoped_tokens_companies(api: Api) -> None:
         }
 
     everyone, scoped = await gauges(api.auth("support")), await gauges(acme)
+    text = await (await api.client.get("/metrics", headers=acme)).text()
+    assert "batchledger_events_appended" not in text, "the whole log's size is not shown"
+    assert "batchledger_projection_lag_events" not in text
     assert everyone[("batchledger_requests", "processing_failed")] == 2
     assert scoped[("batchledger_requests", "processing_failed")] == 1
     assert (
         everyone[("batchledger_batches", "processed")],
         scoped[("batchledger_batches", "processed")],
     ) == (2, 1)
+
+
+async def test_a_scoped_token_cannot_probe_how_far_the_whole_log_goes(api: Api) -> None:
+    await two_companies(api)
+    acme = await token(api, "probe-acme", Role.support, companies=["acme"])
+    acme_events = await api.runtime.store.read_all(0, 1000, scopes=["acme"])
+    own_head, head = acme_events[-1].position, await api.runtime.store.head()
+    assert own_head < head
+    between = {"after": str(own_head + 1)}
+    r = await api.client.get(f"{BASE}/events", params=between, headers=acme)
+    assert r.status == 400, "past the newest event of its companies: as if past the head"
+    r = await api.client.get(f"{BASE}/events", params=between, headers=api.auth("support"))
+    assert r.status == 200
+
+
+async def test_a_revoked_tokens_stream_stops_mid_page_even_for_a_slow_reader(api: Api) -> None:
+    big, n = "x" * 20_000, 1000
+    await queue_many(ledger(api.runtime.store), n, prefix="big", transcript=big)
+    headers = await token(api, "slow-reader", Role.support)
+    async with api.client.get(
+        f"{BASE}/events/stream", params={"limit": "1000"}, headers=headers
+    ) as r:
+        await r.content.readline()
+        assert await revoke_token(api.runtime.store.pool, "slow-reader")
+        received = 0
+        async with asyncio.timeout(30):
+            while chunk := await r.content.read(16_384):
+                received += len(chunk)
+                await asyncio.sleep(0.008)  # about 2 MB/s: the whole 20 MB page takes 10 s
+    # The server stopped a few seconds in; what arrived after that sat in socket buffers.
+    assert received < n * len(big) / 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/requests",
+            {"companyId": "acme\n", "sessionId": "s1", "transcript": "[01.10.2026 09:00:00] U: hi"},
+        ),
+        ("/tokens", {"name": "n1", "role": "support", "companies": ["acme\n"]}),
+        ("/tokens", {"name": "n2\n", "role": "support"}),
+        ("/tokens", {"name": "n3", "role": "support", "expiresIn": "90d\n"}),
+    ],
+)
+async def test_an_id_with_a_trailing_newline_is_refused_as_bad_input(
+    api: Api, path: str, body: dict[str, object]
+) -> None:
+    r = await api.client.post(f"{BASE}{path}", json=body, headers=api.auth("superadmin"))
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "invalid_body")

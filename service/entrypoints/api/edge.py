@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -76,6 +77,27 @@ class _Addresses:
     def __init__(self, limits: EdgeLimits) -> None:
         self._limits = limits
         self._open: dict[str, int] = {}
+        # Refusals since the last line logged for each address: at most one line a minute
+        # per address, so a flood of connections cannot fill the disk.
+        self._refused: dict[str, tuple[float, int]] = {}
+
+    def refused(self, address: str) -> None:
+        """Log a connection refused over the cap (a line a minute per address at most)."""
+        now = time.monotonic()
+        last, count = self._refused.get(address, (float("-inf"), 0))
+        if now - last < 60:
+            self._refused[address] = (last, count + 1)
+            return
+        if len(self._refused) > 10_000:
+            self._refused.clear()  # bounded: a flood of addresses only costs log lines
+        self._refused[address] = (now, 0)
+        get_logger("api").warning(
+            "api.connection_refused",
+            address=address,
+            cap=self._limits.max_connections_per_address,
+            refused_since_last_line=count + 1,
+            hint="behind a proxy or balancer, list it in API_TRUSTED_PROXIES",
+        )
 
     def _exempt(self, address: str) -> bool:
         try:
@@ -131,6 +153,7 @@ class EdgeConnection(web.RequestHandler):
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if not self._addresses.admit(address):
             cast(asyncio.Transport, transport).abort()  # over the cap: closed before reading
+            self._addresses.refused(address)
             return
         self._address = address
         super().connection_made(transport)

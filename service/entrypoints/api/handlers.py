@@ -187,9 +187,12 @@ async def _stream_history(
 ) -> web.Response:
     parse_query(request, s.NoQuery)
     entity_id = path_id(request)
-    events = await deps(request).store.read_stream(stream_id(entity_id))
-    if not events or not visible(request, events[0].scope):
+    store, stream = deps(request).store, stream_id(entity_id)
+    # The first event says whose stream it is: another company's is not read any further.
+    first = await store.read_stream(stream, limit=1)
+    if not first or not visible(request, first[0].scope):
         raise ApiError(404, "not_found", f"no {entity} {entity_id!r}")
+    events = first + await store.read_stream(stream, after_version=1)
     return respond(s.HistoryResponse(id=entity_id, history=_history(events)))
 
 
@@ -349,7 +352,10 @@ async def events(request: web.Request) -> web.Response:
 async def _not_past_the_head(request: web.Request, after: int, code: str, name: str) -> None:
     # A position past the newest event was never handed out (positions only grow): a
     # client following it would wait forever, so it is told now.
-    if after and after > await deps(request).store.head():
+    seen = companies(request)
+    # A scoped token is told about its companies' newest event only, not the log's.
+    head = await deps(request).store.head(scopes=None if seen is None else sorted(seen))
+    if after and after > head:
         raise ApiError(400, code, f"{name} is past the newest event; resume from a position given")
 
 
@@ -405,6 +411,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                     await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
                 continue
             for e in page:
+                if ended.is_set():  # revoked mid-page: not one more frame (a page holds 1,000)
+                    break
                 frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
                     e.position,
                     e.type.encode(),

@@ -7,17 +7,22 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+Id = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$(?![\s\S])")
+]
 TokenName = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$(?![\s\S])",
         description="The id rule, starting with a letter or a digit.",
     ),
 ]
 NO_NUL = "^[^\\x00]*$"  # PostgreSQL text and jsonb cannot hold a NUL character
+# Patterns end in `$(?![\s\S])`, the very end: msgspec checks them with Python's
+# re.search, where `$` alone also matches before a final newline ("acme\n" would pass as
+# an id); in the document's JSON Schema (ECMA regex) the lookahead means the same.
 _DAY = (
     r"(?:20[0-9]{2}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
@@ -90,8 +95,12 @@ class EventsQuery(Query):
         ),
     ] = 0
     limit: Limit1000 = 100
-    type: Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[A-Za-z0-9,]+$")] | None = None
-    category: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[a-z0-9,]+$")] | None = None
+    type: (
+        Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[A-Za-z0-9,]+$(?![\s\S])")] | None
+    ) = None
+    category: (
+        Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[a-z0-9,]+$(?![\s\S])")] | None
+    ) = None
 
 
 class NoQuery(Query):
@@ -113,7 +122,7 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
         msgspec.Meta(
             min_length=1,
             max_length=40,
-            pattern=r"^[^:\n\x00]+$",
+            pattern=r"^[^:\n\x00]+$(?![\s\S])",
             description="No ':', no space at either end, no control, line-break or"
             " invisible character.",
         ),
@@ -165,7 +174,10 @@ class EnqueueBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     ) = None
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=1000)] | None = None
     model: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
+        Annotated[
+            str,
+            msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$(?![\s\S])"),
+        ]
         | None
     ) = None
 
@@ -178,7 +190,8 @@ class TokenBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     role: Literal["support", "admin", "superadmin"]
     companies: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=100)] | None = None
     expires_in: (
-        Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$", max_length=7)] | None
+        Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$(?![\s\S])", max_length=7)]
+        | None
     ) = None
 
 

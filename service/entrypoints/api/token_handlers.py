@@ -6,6 +6,7 @@ import msgspec
 from aiohttp import web
 
 from service.adapters.tokens import (
+    NameTaken,
     Principal,
     Role,
     TokenError,
@@ -64,8 +65,10 @@ async def create(request: web.Request) -> web.Response:
             companies=body.companies,
             expires_in=expires_in,
         )
-    except TokenError as exc:
+    except NameTaken as exc:
         raise ApiError(409, "token_name_taken", str(exc)) from None
+    except TokenError as exc:
+        raise ApiError(400, "invalid_body", str(exc)) from None
     created = await get_token(deps(request).store.pool, body.name)
     assert created is not None
     _log.info("token.created", name=body.name, role=body.role, companies=body.companies, by=by)

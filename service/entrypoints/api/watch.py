@@ -46,19 +46,25 @@ class TokenWatch:
 
     async def check(self) -> None:
         """End the streams of every watched token that is no longer valid."""
-        if not self._ends:
+        asked = list(self._ends)
+        if not asked:
             return
-        valid = await still_valid(self.pool, list(self._ends))
-        for token_id, ends in self._ends.items():
+        valid = await asyncio.wait_for(still_valid(self.pool, asked), self.interval)
+        # Only the tokens asked about: one whose first stream opened during the query is
+        # checked next time, not ended for missing from the answer.
+        for token_id in asked:
             if token_id not in valid:
-                for ended in ends:
+                for ended in self._ends.get(token_id, ()):
                     ended.set()
 
     async def run(self) -> None:
         """Check every interval until cancelled; a database hiccup only delays a check."""
         while True:
             await asyncio.sleep(self.interval)
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # A database hiccup or a saturated pool delays a check; the next one catches up.
+            with contextlib.suppress(
+                OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+            ):
                 await self.check()
 
 
