@@ -358,6 +358,10 @@ def test_live_api_follows_its_links_as_its_document_says(live_api: Live) -> None
                     stateful_step_count=8,
                     phases=[Phase.generate],
                     database=None,
+                    # The same chains on every run: CI must not turn red by chance. (A random
+                    # run found the missing X-Request-Id on malformed requests; run one by
+                    # hand with derandomize=False when changing the edge or the document.)
+                    derandomize=True,
                     deadline=None,
                     suppress_health_check=list(HealthCheck),
                 )

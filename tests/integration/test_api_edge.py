@@ -286,7 +286,23 @@ async def test_malformed_http_is_answered_with_the_json_envelope(live_factory: L
     assert "content-type: application/json" in headers
     assert "server: batchledger\r\n" in headers + "\r\n"
     assert "x-content-type-options: nosniff" in headers
+    assert "x-request-id: " in headers, "every answer carries a request id, as documented"
     assert json.loads(body)["ok"] is False
+
+
+async def test_a_request_line_over_the_limit_is_a_400_envelope_with_a_request_id(
+    live_factory: LiveFactory,
+) -> None:
+    live = await live_factory()
+    reader, writer = await live.connect()
+    writer.write(b"GET /api/admin/legacy/events?type=" + b"A" * 10_000 + b" HTTP/1.1\r\n\r\n")
+    await writer.drain()
+    closed, received = await closed_within(reader, 5)
+    close(writer)
+    assert closed
+    head = received.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    assert head.split()[1] == "400"
+    assert "x-request-id: " in head
 
 
 # ---------------------------------------------------------------- #10 client disconnects

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -242,7 +243,10 @@ class EdgeConnection(web.RequestHandler):
             raise ConnectionError("the response was partly sent")
         code = _HTTP_CODES.get(status, "internal" if status >= 500 else "http_error")
         text = "malformed HTTP request" if status == 400 else "the request could not be handled"
-        response = error_response(status, code, text, dict(SECURITY_HEADERS))
+        # Every answer carries a request id; a malformed request never reached the
+        # middleware that gives one, so it gets a fresh one here.
+        headers = {**SECURITY_HEADERS, "X-Request-Id": secrets.token_hex(8)}
+        response = error_response(status, code, text, headers)
         response.force_close()
         return response
 
