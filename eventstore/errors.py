@@ -37,3 +37,14 @@ class DuplicateEventError(EventStoreError):
     def __init__(self, event_ids: list[uuid.UUID]) -> None:
         self.event_ids = event_ids
         super().__init__(f"event id(s) already stored: {', '.join(map(str, event_ids[:5]))}")
+
+
+class WriterBusy(EventStoreError):
+    """The writer lock was not free within the store's timeout; nothing was written: retry."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            f"the writer lock was not free within {timeout:g} s (another transaction holds it);"
+            " nothing of the append was written and it can be retried"
+        )

@@ -10,6 +10,7 @@ from itertools import islice
 
 from eventstore.errors import ConcurrencyError, DuplicateEventError, StreamConflict
 from eventstore.model import NewEvent, RecordedEvent, StreamAppend
+from eventstore.port import WriterLockStats
 
 
 def _utc_now() -> datetime:
@@ -24,6 +25,8 @@ class InMemoryEventStore:
         self._log: list[RecordedEvent] = []  # position p at index p - 1
         self._streams: dict[str, list[RecordedEvent]] = {}  # version v at index v - 1
         self._ids: set[uuid.UUID] = set()
+        # Appends never interleave on one event loop: there is no lock to wait for.
+        self.writer_lock = WriterLockStats()
 
     async def append(
         self,

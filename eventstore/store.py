@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -12,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import msgspec
 
-from eventstore.errors import ConcurrencyError, DuplicateEventError, StreamConflict
+from eventstore.errors import ConcurrencyError, DuplicateEventError, StreamConflict, WriterBusy
 from eventstore.listener import NOTIFY_CHANNEL, Listener
 from eventstore.model import EventMetadata, NewEvent, RecordedEvent, StreamAppend
+from eventstore.port import WriterLockStats
 from eventstore.tail import Tail
 
 if TYPE_CHECKING:
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
 # positions, so positions commit in ascending order and a reader can never see
 # position N+1 before N (DESIGN §3.3; docs/architecture.md explains why).
 WRITER_LOCK_KEY = 0x6261_7463_686C_6F67  # "batchlog"
+# How long an append waits for the writer lock before it gives up with WriterBusy: a
+# stuck writer transaction must not freeze every writer silently. Appends hold the lock
+# for milliseconds; the largest, a batch plan of 50,000 requests, for a second or two.
+WRITER_LOCK_TIMEOUT = 5.0
 _COPY_THRESHOLD = 256  # below this many events a multi-row INSERT beats COPY's extra round trips
 _COLUMNS = (
     "position",
@@ -85,12 +92,21 @@ class EventStore:
         dsn: str,
         *,
         writer_lock_key: int = WRITER_LOCK_KEY,
+        writer_lock_timeout: float = WRITER_LOCK_TIMEOUT,
         tail_capacity: int = TAIL_CAPACITY,
         tail_max_bytes: int = TAIL_MAX_BYTES,
     ):
+        if not (writer_lock_timeout > 0 and math.isfinite(writer_lock_timeout)):
+            raise ValueError(
+                f"writer_lock_timeout must be seconds above 0, got {writer_lock_timeout!r}"
+            )
         self.pool = pool
         self.dsn = dsn
         self.writer_lock_key = writer_lock_key
+        self.writer_lock_timeout = writer_lock_timeout
+        # lock_timeout counts whole milliseconds and 0 would mean "wait forever".
+        self._lock_timeout = f"{min(max(round(writer_lock_timeout * 1000), 1), 2**31 - 1)}ms"
+        self.writer_lock = WriterLockStats()
         self._notifier = Notifier(pool)
         self.listener = Listener(dsn)
         self.tail = Tail(self, capacity=tail_capacity, max_bytes=tail_max_bytes)
@@ -102,6 +118,7 @@ class EventStore:
         *,
         min_size: int = 1,
         max_size: int = 10,
+        writer_lock_timeout: float = WRITER_LOCK_TIMEOUT,
         tail_capacity: int = TAIL_CAPACITY,
         tail_max_bytes: int = TAIL_MAX_BYTES,
     ) -> EventStore:
@@ -109,7 +126,13 @@ class EventStore:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=init_connection
         )
-        return cls(pool, dsn, tail_capacity=tail_capacity, tail_max_bytes=tail_max_bytes)
+        return cls(
+            pool,
+            dsn,
+            writer_lock_timeout=writer_lock_timeout,
+            tail_capacity=tail_capacity,
+            tail_max_bytes=tail_max_bytes,
+        )
 
     async def close(self) -> None:
         """Stop the notifier and the listener, and close the pool."""
@@ -162,19 +185,22 @@ class EventStore:
     async def _append_one_round_trip(
         self, stream_id: str, expected: int | None, events: Sequence[NewEvent], scope: str | None
     ) -> int:
+        args = (
+            stream_id,
+            expected,
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.data for e in events],
+            [_encode(e.metadata) for e in events],
+            self.writer_lock_key,
+            scope,
+        )
         async with self.pool.acquire() as conn:
             try:
-                position: int = await conn.fetchval(
-                    "SELECT eventstore_append($1, $2, $3, $4, $5, $6, $7, $8)",
-                    stream_id,
-                    expected,
-                    [e.id for e in events],
-                    [e.type for e in events],
-                    [e.data for e in events],
-                    [_encode(e.metadata) for e in events],
-                    self.writer_lock_key,
-                    scope,
-                )
+                position: int | None = await conn.fetchval(_APPEND_IF_FREE, *args)
+                if position is None:  # another transaction holds the writer lock: nothing done
+                    row = await self._wait_for_lock(conn, _APPEND_AFTER_WAIT, *args)
+                    position = row[0]
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != _EVENT_ID_KEY:
                     raise
@@ -188,10 +214,30 @@ class EventStore:
         self._notifier.poke()
         return position
 
+    async def _wait_for_lock(
+        self, conn: asyncpg.Connection, sql: str, *args: Any
+    ) -> asyncpg.Record:
+        """Run a `_waiting_for_lock` statement, count its wait; WriterBusy when it timed out."""
+        # The timeout goes last: $2 of _WAIT_FOR_LOCK, $9 of _APPEND_AFTER_WAIT.
+        started = time.perf_counter()
+        try:
+            row: asyncpg.Record = await conn.fetchrow(sql, *args, self._lock_timeout)
+        except asyncpg.LockNotAvailableError as exc:
+            self.writer_lock.record(time.perf_counter() - started, timed_out=True)
+            raise WriterBusy(self.writer_lock_timeout) from exc
+        except BaseException:
+            # A conflict or a duplicate found once the lock was free: the wait still happened.
+            self.writer_lock.record(time.perf_counter() - started)
+            raise
+        self.writer_lock.record(row[-1])
+        return row
+
     async def _append_locked(
         self, conn: asyncpg.Connection, appends: Sequence[StreamAppend]
     ) -> int:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", self.writer_lock_key)
+        # Free, the common case: one round trip, as a plain lock. Taken: wait, bounded.
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.writer_lock_key):
+            await self._wait_for_lock(conn, _WAIT_FOR_LOCK, self.writer_lock_key)
         current = await self._versions(conn, [a.stream_id for a in appends])
         conflicts = [
             StreamConflict(a.stream_id, a.expected_version, current[a.stream_id])
@@ -358,6 +404,39 @@ class Notifier:
             with contextlib.suppress(Exception):
                 await self._task
 
+
+def _waiting_for_lock(key: str, timeout: str) -> str:
+    """CTEs that take the writer lock waiting at most `timeout`; `restored.waited` in seconds."""
+    # Each MATERIALIZED CTE runs on the row of the one before, so they run in this order.
+    # lock_timeout is set around the lock alone, then restored: the append's own
+    # statements after it, and a caller's transaction the append joins, keep the session's
+    # value, and set_config(..., true) ends with the transaction anyway, so no pooled
+    # connection keeps it. The server times the wait: the figure holds no round trip.
+    return (
+        "WITH session AS MATERIALIZED (SELECT current_setting('lock_timeout') AS timeout),"
+        " bounded AS MATERIALIZED"
+        f" (SELECT timeout, set_config('lock_timeout', {timeout}, true) FROM session),"
+        f" locked AS MATERIALIZED (SELECT timeout, pg_advisory_xact_lock({key}) FROM bounded),"
+        " restored AS MATERIALIZED (SELECT set_config('lock_timeout', timeout, true),"
+        " extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS waited"
+        " FROM locked)"
+    )
+
+
+# The lock alone, inside an append's transaction: $1 the key, $2 the timeout.
+_WAIT_FOR_LOCK = _waiting_for_lock("$1", "$2") + " SELECT waited FROM restored"
+_APPEND_ARGS = "$1, $2, $3, $4, $5, $6, $7, $8"  # $7 is the writer lock key
+# The one-round-trip append when the lock is free; NULL, having done nothing, when it is
+# taken. The normal path so costs no extra round trip and sets nothing.
+_APPEND_IF_FREE = (
+    f"SELECT CASE WHEN pg_try_advisory_xact_lock($7) THEN eventstore_append({_APPEND_ARGS}) END"
+)
+# The same append after a bounded wait ($9 the timeout); eventstore_append's own
+# pg_advisory_xact_lock then finds the lock already held by this transaction.
+_APPEND_AFTER_WAIT = (
+    _waiting_for_lock("$7", "$9")
+    + f" SELECT eventstore_append({_APPEND_ARGS}), waited FROM restored"
+)
 
 _INSERT_UNNEST = (
     "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, data,"

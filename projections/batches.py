@@ -22,6 +22,7 @@ from statemachine.events import (
     BatchProcessed,
     BatchRequestsReleased,
     BatchStatusObserved,
+    BatchStatusUnrecognized,
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
@@ -94,6 +95,14 @@ def project(row: BatchRow | None, recorded: RecordedEvent, event: BatchEvent) ->
             row.last_error, row.finished_at = f"{event.code}: {event.message}", at
         case BatchStatusObserved():
             _observed(row, event, at)
+        case BatchStatusUnrecognized():
+            row.openai_status = event.openai_status
+            c = event.request_counts
+            row.counts_total, row.counts_completed, row.counts_failed = (
+                c.total,
+                c.completed,
+                c.failed,
+            )
         case BatchProcessed():
             row.processed_at = at
             row.completed, row.failed, row.missing = event.completed, event.failed, event.missing

@@ -68,11 +68,10 @@ class RequestView(RequestItem, frozen=True, kw_only=True):
 
 
 class PendingRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A request waiting for a batch, as the batch creator sees it."""
+    """A request waiting for a batch, as the batch creator sees it; `seq` is its keyset."""
 
     request_id: str
-    company_id: str
-    model: str
+    seq: int
 
 
 _REQUEST_ITEM = ", ".join(RequestItem.__struct_fields__)
@@ -208,12 +207,31 @@ async def batch_detail(pool: Pool, batch_id: str) -> BatchRow | None:
     return msgspec.convert(dict(record), BatchRow) if record else None
 
 
-async def pending_requests(pool: Pool, limit: int) -> list[PendingRequest]:
-    """Requests waiting for a batch, oldest first: what the batch creator groups."""
-    records = await pool.fetch(
-        "SELECT request_id, company_id, model FROM requests"
-        " WHERE status = $1 ORDER BY seq LIMIT $2",
+async def pending_groups(pool: Pool) -> list[tuple[str, str]]:
+    """The (company, model) pairs that have requests waiting for a batch, in order."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT company_id, model FROM requests WHERE status = $1 ORDER BY 1, 2",
         RequestState.PENDING_BATCHING.value,
+    )
+    return [(r["company_id"], r["model"]) for r in rows]
+
+
+async def pending_requests(
+    pool: Pool, company_id: str, model: str, *, after_seq: int = 0, limit: int
+) -> list[PendingRequest]:
+    """A keyset page of one company's requests for one model waiting for a batch, oldest
+    first: what the batch creator plans a page at a time.
+
+    The index (company_id, status, seq) serves it; other models of the company are filtered.
+    """
+    records = await pool.fetch(
+        "SELECT request_id, seq FROM requests"
+        " WHERE company_id = $1 AND status = $2 AND seq > $3 AND model = $4"
+        " ORDER BY seq LIMIT $5",
+        company_id,
+        RequestState.PENDING_BATCHING.value,
+        after_seq,
+        model,
         limit,
     )
     return _rows(records, PendingRequest)

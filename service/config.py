@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything configurable, with the defaults documented in .env.example."""
 
     database_url: str | None = None
+    writer_lock_timeout_seconds: float = 5.0
     data_dir: str | None = None
     openai_api_key: str = EMULATOR_KEY
     openai_base_url: str | None = None
@@ -43,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_requests: int = OPENAI_MAX_BATCH_REQUESTS
     batch_max_bytes: int = 190_000_000
     request_max_attempts: int = 3
+    creator_page_size: int = 5_000
+    scheduler_backoff_seconds: float = 5.0
+    scheduler_backoff_max_seconds: float = 600.0
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
@@ -86,6 +90,14 @@ def _timeout(raw: str) -> float:
     value = float(raw)
     if not 0.1 <= value <= 3600:  # a timeout of 0 would close every connection at once
         raise ValueError("must be between 0.1 and 3600 seconds")
+    return value
+
+
+def _wait(raw: str) -> float:
+    value = float(raw)
+    # 0 would make every OpenAI call time out at once, or send heartbeats in a busy loop.
+    if not 0.1 <= value <= 86_400:
+        raise ValueError("must be between 0.1 and 86400 seconds")
     return value
 
 
@@ -140,13 +152,22 @@ def _networks(raw: str) -> str:
     return raw
 
 
+def _lock_wait(raw: str) -> float:
+    value = float(raw)
+    # 0 cannot mean "no wait" here: PostgreSQL reads a lock_timeout of 0 as "wait forever".
+    if not 0 < value <= 3600:
+        raise ValueError("must be above 0 and at most 3600 seconds")
+    return value
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": _url,
+    "WRITER_LOCK_TIMEOUT_SECONDS": _lock_wait,
     "BATCHLEDGER_DATA_DIR": _nonempty,
     "OPENAI_API_KEY": _nonempty,
     "OPENAI_BASE_URL": _url,
     "OPENAI_MODEL": _nonempty,
-    "OPENAI_TIMEOUT_SECONDS": _seconds,
+    "OPENAI_TIMEOUT_SECONDS": _wait,
     "OPENAI_MAX_RETRIES": _int(0, 10),
     "BATCH_CREATION_ENABLED": _bool,
     "BATCH_POLLING_ENABLED": _bool,
@@ -155,6 +176,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "BATCH_MAX_REQUESTS": _int(1, OPENAI_MAX_BATCH_REQUESTS),
     "BATCH_MAX_BYTES": _int(1024, OPENAI_MAX_FILE_BYTES),
     "REQUEST_MAX_ATTEMPTS": _int(1, 100),
+    "CREATOR_PAGE_SIZE": _int(1, 100_000),
+    "SCHEDULER_BACKOFF_SECONDS": _wait,
+    "SCHEDULER_BACKOFF_MAX_SECONDS": _wait,
     "HOST": _nonempty,
     "PORT": _int(0, 65_535),
     "LOG_LEVEL": _upper_choice("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -163,7 +187,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "API_RATE_LIMIT_PER_MINUTE": _int(1, 1_000_000),
     "API_AUTH_FAILURES_PER_MINUTE": _int(1, 1_000_000),
     "API_TRUSTED_PROXIES": _networks,
-    "SSE_HEARTBEAT_SECONDS": _seconds,
+    "SSE_HEARTBEAT_SECONDS": _wait,
     "API_HEADER_TIMEOUT_SECONDS": _timeout,
     "API_BODY_TIMEOUT_SECONDS": _timeout,
     "API_IDLE_TIMEOUT_SECONDS": _timeout,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from eventstore import EventStore
+from eventstore import EventStore, WriterLockStats
 from projections.registry import all_projections
 from projections.runner import checkpoint
+from statemachine.openai_status import OPENAI_STATUS_TO_STATE
+from statemachine.states import IN_FLIGHT
 
 
 class _Counts(Collector):
@@ -40,8 +43,12 @@ class _Snapshot(Collector):
         self.head = 0
         self.lag: dict[str, int] = {}
         self.openai_errors: dict[str, int] = {}
+        self.writer_lock = WriterLockStats()
+        self.unrecognized: dict[str, int] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         yield from _Counts(self.requests, self.batches).collect()
         yield CounterMetricFamily(
             "batchledger_events_appended", "Events in the log (its head position).", value=self.head
@@ -60,6 +67,37 @@ class _Snapshot(Collector):
         for kind, n in self.openai_errors.items():
             c.add_metric([kind], n)
         yield c
+        yield from _writer_lock_families(self.writer_lock)
+        g = GaugeMetricFamily(
+            "batchledger_batches_in_unrecognized_status",
+            "Running batches whose last OpenAI status our table does not know, by that status.",
+            labels=["openai_status"],
+        )
+        for status, n in self.unrecognized.items():
+            g.add_metric([status], n)
+        yield g
+
+
+def _writer_lock_families(
+    w: WriterLockStats,
+) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+    """This process's appends against the writer lock (each instance has its own figures)."""
+    yield CounterMetricFamily(
+        "batchledger_writer_lock_waits",
+        "Appends that found the writer lock taken and waited for it (timed-out ones too).",
+        value=w.waits,
+    )
+    yield HistogramMetricFamily(
+        "batchledger_writer_lock_wait_seconds",
+        "Seconds appends waited for the writer lock.",
+        buckets=[("+Inf" if bound == float("inf") else str(bound), n) for bound, n in w.buckets()],
+        sum_value=w.wait_seconds,
+    )
+    yield CounterMetricFamily(
+        "batchledger_writer_lock_timeouts",
+        "Appends that gave up after WRITER_LOCK_TIMEOUT_SECONDS (writer_busy); they wrote nothing.",
+        value=w.timeouts,
+    )
 
 
 class Metrics:
@@ -83,11 +121,23 @@ class Metrics:
             buckets=buckets,
         )
         self.error_source: dict[str, int] = {}
+        self.item_failures = Counter(
+            "batchledger_scheduler_item_failures",
+            "Batches whose poll, ingestion or submission raised; each is backed off alone.",
+            labelnames=["step"],
+            registry=self.registry,
+        )
+        self.unrecognized_statuses = Counter(
+            "batchledger_openai_unrecognized_statuses",
+            "Observations of an OpenAI batch status our table does not know (kept raw).",
+            labelnames=["status"],
+            registry=self.registry,
+        )
 
     async def render_for(self, store: EventStore, companies: frozenset[str] | None) -> bytes:
         """The exposition text; for a token limited to `companies`, only their requests and
-        batches per status (the log's head, lag, OpenAI errors and timings are the whole
-        service's: they are not shown to a scoped token).
+        batches per status (the log's head, lag, OpenAI errors, writer lock waits and timings
+        are the whole service's: they are not shown to a scoped token).
 
         Every value is read before any is set, so concurrent scrapes cannot mix counts.
         """
@@ -108,9 +158,17 @@ class Metrics:
             registry = CollectorRegistry()
             registry.register(_Counts(*counts))
             return generate_latest(registry)
+        unrecognized = await store.pool.fetch(
+            "SELECT openai_status, count(*) AS n FROM batches WHERE status = ANY($1::text[])"
+            " AND openai_status <> ALL($2::text[]) GROUP BY 1",
+            sorted(IN_FLIGHT),
+            sorted(OPENAI_STATUS_TO_STATE),
+        )
         head = await store.head()
         lag = {name: head - await checkpoint(store.pool, name) for name in all_projections()}
         s = self._snapshot
         s.requests, s.batches = counts
         s.head, s.lag, s.openai_errors = head, lag, dict(self.error_source)
+        s.writer_lock = copy.deepcopy(store.writer_lock)
+        s.unrecognized = {r["openai_status"]: int(r["n"]) for r in unrecognized}
         return generate_latest(self.registry)

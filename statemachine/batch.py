@@ -19,7 +19,7 @@ from statemachine.commands import (
     StartUpload,
 )
 from statemachine.decider import Decider, one_at_a_time
-from statemachine.errors import AlreadyExists, NotFound
+from statemachine.errors import AlreadyExists, InvalidTransition, NotFound
 from statemachine.events import (
     BatchCancelRequested,
     BatchEvent,
@@ -29,13 +29,14 @@ from statemachine.events import (
     BatchProcessed,
     BatchRequestsReleased,
     BatchStatusObserved,
+    BatchStatusUnrecognized,
     BatchSubmissionFailed,
     BatchSubmitted,
     BatchUploadStarted,
     RequestCounts,
 )
 from statemachine.machine import Declaration
-from statemachine.openai_status import STATE_TO_TRIGGER, state_for
+from statemachine.openai_status import STATE_TO_TRIGGER, is_known, state_for
 from statemachine.states import ACTIVE, IN_FLIGHT
 from statemachine.states import BatchState as BS
 
@@ -168,12 +169,31 @@ def decide(state: Batch | None, command: BatchCommand) -> list[BatchEvent]:
         raise NotFound("batch", "?")
     trigger = command.trigger
     if isinstance(command, ObserveStatus):
+        if not is_known(command.openai_status):
+            return _unrecognized(state, command)
         found = observe_trigger(state, command)
         if found is None:
             return []
         trigger = found
     BATCH_MACHINE.route(state.batch_id, state.state, trigger, state, command)
     return _emit(state.batch_id, command)
+
+
+def _unrecognized(state: Batch, c: ObserveStatus) -> list[BatchEvent]:
+    """A status we cannot map is kept as seen, once, and moves nothing: the batch waits in
+    its state until OpenAI reports a status we know."""
+    if state.state not in IN_FLIGHT:
+        trigger = f"observe {c.openai_status!r}"
+        raise InvalidTransition("batch", state.batch_id, state.state.value, trigger)
+    if (c.openai_status, c.request_counts) == (state.openai_status, state.request_counts):
+        return []
+    return [
+        BatchStatusUnrecognized(
+            batch_id=state.batch_id,
+            openai_status=c.openai_status,
+            request_counts=c.request_counts,
+        )
+    ]
 
 
 def _emit(bid: str, c: BatchCommand) -> list[BatchEvent]:
@@ -230,7 +250,7 @@ def _emit(bid: str, c: BatchCommand) -> list[BatchEvent]:
 def recorded_trigger(state: BS, event: BatchEvent) -> str | None:
     """The trigger an event records (None: recorded without a transition)."""
     match event:
-        case BatchPlanned() | BatchOutputLineRejected():
+        case BatchPlanned() | BatchOutputLineRejected() | BatchStatusUnrecognized():
             return None
         case BatchUploadStarted():
             return "begin_upload"
@@ -303,6 +323,10 @@ def _record(b: Batch, event: BatchEvent) -> Batch:
                 request_counts=event.request_counts,
                 output_file_id=event.output_file_id,
                 error_file_id=event.error_file_id,
+            )
+        case BatchStatusUnrecognized():
+            return replace(
+                b, openai_status=event.openai_status, request_counts=event.request_counts
             )
         case BatchRequestsReleased():
             return replace(b, released=True)

@@ -163,8 +163,17 @@ class BatchStatusObserved(Event, tag="BatchStatusObserved", frozen=True):
     errors: list[BatchError] = msgspec.field(default_factory=list)
 
 
+class BatchStatusUnrecognized(Event, tag="BatchStatusUnrecognized", frozen=True):
+    """OpenAI reported a batch status our table does not know: kept raw, nothing moves."""
+
+    stream = "batch"
+    batch_id: str
+    openai_status: str
+    request_counts: RequestCounts = msgspec.field(default_factory=RequestCounts)
+
+
 class BatchCancelRequested(Event, tag="BatchCancelRequested", frozen=True):
-    """Someone asked OpenAI to cancel the batch."""
+    """Someone decided to cancel the batch; OpenAI is asked after this is recorded."""
 
     stream = "batch"
     batch_id: str
@@ -210,6 +219,7 @@ BatchEvent = (
     | BatchSubmitted
     | BatchSubmissionFailed
     | BatchStatusObserved
+    | BatchStatusUnrecognized
     | BatchCancelRequested
     | BatchOutputLineRejected
     | BatchProcessed
@@ -234,6 +244,7 @@ BATCH_EVENTS: tuple[
     type[BatchSubmitted],
     type[BatchSubmissionFailed],
     type[BatchStatusObserved],
+    type[BatchStatusUnrecognized],
     type[BatchCancelRequested],
     type[BatchOutputLineRejected],
     type[BatchProcessed],
@@ -245,6 +256,7 @@ BATCH_EVENTS: tuple[
     BatchSubmitted,
     BatchSubmissionFailed,
     BatchStatusObserved,
+    BatchStatusUnrecognized,
     BatchCancelRequested,
     BatchOutputLineRejected,
     BatchProcessed,

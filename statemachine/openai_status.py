@@ -32,6 +32,11 @@ class UnknownOpenAIStatus(ValueError):
     """OpenAI reported a status this table does not know."""
 
 
+def is_known(openai_status: str) -> bool:
+    """Whether the table maps this OpenAI batch status to a state of ours."""
+    return openai_status in OPENAI_STATUS_TO_STATE
+
+
 def state_for(openai_status: str) -> BatchState:
     """Our state for an OpenAI batch status."""
     try:

@@ -121,3 +121,76 @@ def find_or_start() -> Server:
         if server is not None:
             return server
     raise RuntimeError("no PostgreSQL found or startable: set TEST_DATABASE_URL")
+
+
+class PrivateServer:
+    """A PostgreSQL server of one test's own, from the local binaries, that the test may stop
+    (`immediate`: a crash) and start again on the same data directory and port.
+
+    The methods block (they run `pg_ctl -w`): call them with `asyncio.to_thread` from a test
+    whose event loop serves something meanwhile. As root, the server runs as `postgres`.
+    """
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        found = bindir or _local_binaries()
+        if found is None:
+            raise RuntimeError("no PostgreSQL binaries (initdb, pg_ctl) found")
+        self.bindir = found
+        self.root = Path(tempfile.mkdtemp(prefix="batchledger-private-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._prefix: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self._prefix = ["runuser", "-u", "postgres", "--"]
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the local binaries to run one are installed."""
+        return _local_binaries() is not None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*self._prefix, *args], check=check, capture_output=True)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), *args, check=check)
+
+    def start(self) -> None:
+        """Start the server (creating its cluster the first time) and wait until it answers."""
+        if not self.data.exists():
+            self._run(
+                str(self.bindir / "initdb"),
+                *("-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"),
+            )
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c max_connections=100"
+        )
+        self._pg_ctl("-o", opts, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `immediate` kills it without a shutdown checkpoint, like a crash
+        (it runs crash recovery on the next start)."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        """Start it again after `stop`, on the same data directory and port."""
+        self.start()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log, for failure messages."""
+        try:
+            return (self.root / "log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        """Stop the server if it runs and delete its directory; safe to call twice."""
+        if self.data.exists():
+            self._pg_ctl("-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)

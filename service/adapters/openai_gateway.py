@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 
 import openai
@@ -58,7 +59,11 @@ class OpenAIGateway:
     async def upload(self, filename: str, content: bytes) -> str:
         """Upload a batch input file; its id."""
         try:
-            f = await self.client.files.create(file=(filename, content), purpose="batch")
+            # A stream, not bytes: asyncio would copy what the socket does not take at once,
+            # a second copy of a file up to 200 MB (httpx rewinds it for a retry).
+            f = await self.client.files.create(
+                file=(filename, io.BytesIO(content)), purpose="batch"
+            )
         except openai.APIError as exc:
             raise self._fail(exc) from exc
         return f.id
@@ -66,7 +71,10 @@ class OpenAIGateway:
     async def create_batch(self, input_file_id: str, batch_id: str) -> Batch:
         """Create the OpenAI batch for our batch, tagged with our id in its metadata."""
         try:
-            return await self.client.batches.create(
+            # Never retried by the SDK: it sends no idempotency key, so a create that timed
+            # out (yet was carried out) would be created again on each retry. The next
+            # submit finds it by our metadata instead (`find_batch`).
+            return await self.client.with_options(max_retries=0).batches.create(
                 input_file_id=input_file_id,
                 endpoint="/v1/chat/completions",
                 completion_window="24h",
@@ -89,6 +97,13 @@ class OpenAIGateway:
         except openai.APIError as exc:
             raise self._fail(exc) from exc
         return None
+
+    async def check(self, seconds: float) -> None:
+        """One cheap call that shows OpenAI answers and takes the key; raises as the others."""
+        try:
+            await self.client.with_options(timeout=seconds, max_retries=0).batches.list(limit=1)
+        except openai.APIError as exc:
+            raise self._fail(exc) from exc
 
     async def retrieve(self, openai_batch_id: str) -> Batch:
         """The batch as OpenAI sees it now."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.application.batching import Batching
+from service.application.batching import Batching, CancelSent
 from service.application.ingestion import Ingestion
 from service.application.ledger import Actor, Ledger
 from service.application.polling import Polling
@@ -36,6 +36,6 @@ class Application:
 
     async def cancel_batch(
         self, batch_id: str, actor: Actor, *, companies: Companies = None
-    ) -> None:
+    ) -> CancelSent:
         """An admin cancels a running batch of `companies` (None: all) at OpenAI."""
-        await self.batching.cancel(batch_id, actor, companies=companies)
+        return await self.batching.cancel(batch_id, actor, companies=companies)

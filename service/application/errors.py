@@ -24,12 +24,6 @@ class NotCancellable(UseCaseError):
     code = "not_cancellable"
 
 
-class OpenAIUnavailable(UseCaseError):
-    """OpenAI did not answer now; the same call may succeed later."""
-
-    code = "openai_unavailable"
-
-
 class StillChanging(UseCaseError):
     """The streams a use case read kept moving under it, attempt after attempt."""
 

@@ -21,7 +21,7 @@ from statemachine.commands import (
     RejectedLine,
     ReleaseRequests,
 )
-from statemachine.events import RequestRequeued, Usage
+from statemachine.events import RequestEvent, RequestRequeued, Usage
 from statemachine.request import REQUEST_MACHINE, REQUESTS, Request
 
 RETRYABLE_BATCH_FAILURES = frozenset(
@@ -80,6 +80,16 @@ _decode_error_body = msgspec.json.Decoder(_ErrorBody).decode
 Outcome = CompleteRequest | FailRequest
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One request a batch failed: why, and whether it goes back to wait for another batch."""
+
+    request_id: str
+    code: str
+    message: str
+    requeued: bool
+
+
 @dataclass
 class IngestResult:
     """What one ingestion did."""
@@ -88,7 +98,13 @@ class IngestResult:
     failed: int = 0
     missing: int = 0
     rejected: list[RejectedLine] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _failure(rid: str, command: FailRequest, events: Sequence[RequestEvent]) -> Failure:
+    requeued = bool(events) and isinstance(events[-1], RequestRequeued)
+    return Failure(rid, command.code, command.message, requeued)
 
 
 def _applies(request: Request, outcome: Outcome) -> bool:
@@ -123,7 +139,9 @@ async def record_outcomes(
             result.completed += 1
         else:
             result.failed += 1
-        unit.decide(REQUESTS, rid, request, command)
+        events = unit.decide(REQUESTS, rid, request, command)
+        if isinstance(command, FailRequest):
+            result.failures.append(_failure(rid, command, events))
     faults.point("ingest.before_append")
     finish = FinishIngestion(
         completed=result.completed,
@@ -268,8 +286,8 @@ class Ingestion:
         result.seconds = time.perf_counter() - started
         return result
 
-    async def release(self, batch_id: str) -> tuple[int, int] | None:
-        """Send a failed batch's requests back (or fail them); (requeued, failed), or None."""
+    async def release(self, batch_id: str) -> list[Failure] | None:
+        """Send a failed batch's requests back (or fail them); what became of each, or None."""
         batch = await self.ledger.load(BATCHES, batch_id)
         if batch is None or not BATCH_MACHINE.accepts(batch.state, "release_requests", batch, None):
             return None
@@ -278,14 +296,14 @@ class Ingestion:
         retryable = code in RETRYABLE_BATCH_FAILURES
         loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         unit = Unit(self.ledger, self.actor)
-        requeued = failed = 0
         fail = self._fail(batch, code, message, retryable)
-        for rid, request in loaded.items():
-            if request is None or not _applies(request, fail):
-                continue
-            events = unit.decide(REQUESTS, rid, request, fail)
-            requeued += isinstance(events[-1], RequestRequeued)
-            failed += not isinstance(events[-1], RequestRequeued)
-        unit.decide(BATCHES, batch_id, batch, ReleaseRequests(requeued=requeued, failed=failed))
+        failures = [
+            _failure(rid, fail, unit.decide(REQUESTS, rid, request, fail))
+            for rid, request in loaded.items()
+            if request is not None and _applies(request, fail)
+        ]
+        requeued = sum(f.requeued for f in failures)
+        release = ReleaseRequests(requeued=requeued, failed=len(failures) - requeued)
+        unit.decide(BATCHES, batch_id, batch, release)
         await unit.commit()
-        return requeued, failed
+        return failures

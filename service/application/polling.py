@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from service import faults
 from service.adapters.openai_gateway import OpenAIGateway, PermanentError, TransientError
-from service.application.ingestion import Ingestion
+from service.application.batching import send_cancel
+from service.application.ingestion import Failure, Ingestion
 from service.application.ledger import Actor, Ledger
 from service.metrics import Metrics
-from statemachine.batch import BATCHES
+from statemachine.batch import BATCHES, Batch
 from statemachine.commands import ObserveStatus
 from statemachine.errors import InvalidTransition
-from statemachine.events import BatchError, BatchEvent, RequestCounts
-from statemachine.states import IN_FLIGHT
+from statemachine.events import BatchError, BatchEvent, BatchStatusUnrecognized, RequestCounts
+from statemachine.states import IN_FLIGHT, BatchState
+
+FAILURE_LOG_SAMPLE = 100  # failed requests logged one by one per batch; a summary beyond
+RUNNING_AT_OPENAI = frozenset({"validating", "in_progress", "finalizing"})
 
 
 async def observe_status(
@@ -53,7 +58,9 @@ class Polling:
         batch = await self.ledger.load(BATCHES, bid)
         if batch is None or batch.state not in IN_FLIGHT or batch.openai_batch_id is None:
             return 0
-        log = self.log.bind(batch_id=bid, openai_batch_id=batch.openai_batch_id)
+        log = self.log.bind(
+            batch_id=bid, company_id=batch.company_id, openai_batch_id=batch.openai_batch_id
+        )
         started = time.perf_counter()
         try:
             seen = await self.gateway.retrieve(batch.openai_batch_id)
@@ -91,20 +98,43 @@ class Polling:
             log.warning("batch.observation_refused", status=seen.status, reason=str(exc))
             return 0
         if events:
-            log.info(
-                "batch.observed",
-                status=seen.status,
-                total=observe.request_counts.total,
-                completed=observe.request_counts.completed,
-                failed=observe.request_counts.failed,
-                seconds=round(self.last_poll_seconds, 3),
-            )
+            self._observed(log, batch, observe, events)
+        if batch.state is BatchState.CANCELLING and seen.status in RUNNING_AT_OPENAI:
+            # The cancel is recorded but OpenAI has not taken it (a crash or an outage
+            # came in between): send it again; OpenAI treats a repeated cancel as one.
+            await send_cancel(self.gateway, self.log, bid, batch.openai_batch_id)
         faults.point("poller.after_observe")
         return len(events) + await self.finish(bid)
 
+    def _observed(
+        self, log: Any, batch: Batch, observe: ObserveStatus, events: list[BatchEvent]
+    ) -> None:
+        """Log an observation at the level an operator needs: failures and oddities stand out."""
+        counts = observe.request_counts
+        fields = {
+            "status": observe.openai_status,
+            "total": counts.total,
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "seconds": round(self.last_poll_seconds, 3),
+        }
+        if isinstance(events[-1], BatchStatusUnrecognized):
+            if self.metrics is not None:
+                self.metrics.unrecognized_statuses.labels(status=observe.openai_status).inc()
+            log.warning("batch.status_unrecognized", state=batch.state.value, **fields)
+        elif observe.openai_status == "failed":
+            errors = [f"{e.code}: {e.message}" for e in observe.errors[:5]]
+            log.error("batch.failed_at_openai", errors=errors, **fields)
+        elif observe.openai_status == "expired":
+            log.warning("batch.expired", **fields)
+        else:
+            log.info("batch.observed", **fields)
+
     async def finish(self, bid: str) -> int:
         """Ingest a completed, expired or cancelled batch; release a failed one."""
-        log = self.log.bind(batch_id=bid)
+        batch = await self.ledger.load(BATCHES, bid)
+        company = batch.company_id if batch is not None else None
+        log = self.log.bind(batch_id=bid, company_id=company)
         try:
             result = await self.ingestion.ingest(bid)
             if result is not None:
@@ -118,12 +148,37 @@ class Polling:
                     rejected_lines=len(result.rejected),
                     seconds=round(result.seconds, 3),
                 )
+                log_failures(log, result.failures)
                 return 1
             released = await self.ingestion.release(bid)
         except (TransientError, PermanentError) as exc:
             log.warning("batch.ingest_deferred", reason=str(exc)[:300])
             return 0
         if released is not None:
-            log.info("batch.released", requeued=released[0], failed=released[1])
+            requeued = sum(f.requeued for f in released)
+            log.warning("batch.released", requeued=requeued, failed=len(released) - requeued)
+            log_failures(log, released)
             return 1
         return 0
+
+
+def log_failures(log: Any, failures: list[Failure], sample: int = FAILURE_LOG_SAMPLE) -> None:
+    """One line per failed request (the first `sample`), and a summary line beyond them."""
+    for f in failures[:sample]:
+        line = log.warning if f.requeued else log.error
+        line(
+            "request.failed",
+            request_id=f.request_id,
+            code=f.code,
+            message=f.message[:300],
+            requeued=f.requeued,
+        )
+    if len(failures) > sample:
+        codes = Counter(f.code for f in failures)
+        log.error(
+            "batch.failures_summarized",
+            failed=len(failures),
+            logged=sample,
+            requeued=sum(f.requeued for f in failures),
+            codes=dict(codes.most_common(10)),
+        )

@@ -81,19 +81,12 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from service.tools.emulator.app import create_emulator_app
-    from service.tools.emulator.knobs import Knobs
+    from service.tools.emulator.knobs import Knobs, with_knobs
 
-    knobs = Knobs(
-        validating_seconds=args.validating_seconds,
-        in_progress_seconds=args.in_progress_seconds,
-        finalizing_seconds=args.finalizing_seconds,
-        line_failure_rate=args.line_failure_rate,
-        outcome=args.outcome,
-        partial_lines=args.partial_lines,
-        enqueued_token_limit=args.enqueued_token_limit,
-        seed=args.seed,
-        **({"models": args.models.split(",")} if args.models else {}),
-    )
+    values = {name: getattr(args, name) for name in _EMULATOR_FLAGS}
+    if args.models is not None:
+        values["models"] = args.models
+    knobs = with_knobs(Knobs(), values)  # each value was checked as its flag was parsed
     print(f"OpenAI Batch API emulator on http://{args.host}:{args.port}/v1", flush=True)
     try:
         web.run_app(create_emulator_app(knobs), host=args.host, port=args.port, print=None)
@@ -116,33 +109,65 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    if not text.isascii() or not text.isdigit() or int(text) > 65_535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _knob(name: str, parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type for the flag of knob `name`: its text parsed, then checked against
+    the knob's range (declared once, on the emulator's Knobs)."""
+    from service.tools.emulator.knobs import accepted, check_knob
+
+    def convert(text: str) -> object:
+        try:
+            return check_knob(name, parse(text))
+        except ValueError:  # unparsable, or a KnobError: out of range
+            raise argparse.ArgumentTypeError(f"must be {accepted(name)}, got {text!r}") from None
+
+    return convert
+
+
+# The knobs `batchledger emulator` takes as flags (--validating-seconds, ...), with the
+# flag's default where it differs from the knob's own (the demo's pace, not zero).
+_EMULATOR_FLAGS: dict[str, tuple[Callable[[str], object], object, str]] = {
+    "validating_seconds": (float, 1.0, "time in validating"),
+    "in_progress_seconds": (float, 2.0, "time in in_progress"),
+    "finalizing_seconds": (float, 1.0, "time in finalizing"),
+    "line_failure_rate": (float, 0.0, "share of lines that fail"),
+    "outcome": (
+        str,
+        "complete",
+        "forced fate of every batch: complete, fail, expire, cancel or stuck_finalizing",
+    ),
+    "partial_lines": (int, 0, "lines answered before expiry/cancel"),
+    "enqueued_token_limit": (int, None, "per-model token limit"),
+    "response_delay_seconds": (float, 0.0, "delay of every /v1 answer"),
+    "seed": (int, 0, "seed for ids, shuffling and failures"),
+}
+
+
 def _add_emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulator",
         help="serve a local OpenAI Batch API (files, batches) for the demo and tests",
         description="Knobs set here can be changed at run time with POST /_emulator/knobs "
-        "(see docs/emulator.md).",
+        "(see docs/emulator.md, which gives each knob's range; a value outside it is refused).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8089, help="port to listen on")
-    p.add_argument("--validating-seconds", type=float, default=1.0, help="time in validating")
-    p.add_argument("--in-progress-seconds", type=float, default=2.0, help="time in in_progress")
-    p.add_argument("--finalizing-seconds", type=float, default=1.0, help="time in finalizing")
-    p.add_argument("--line-failure-rate", type=float, default=0.0, help="share of lines that fail")
+    p.add_argument("--port", type=_port, default=8089, help="port to listen on (0-65535)")
+    for name, (parse, default, help_text) in _EMULATOR_FLAGS.items():
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=_knob(name, parse), default=default, help=help_text
+        )
     p.add_argument(
-        "--outcome",
-        choices=["complete", "fail", "expire", "cancel", "stuck_finalizing"],
-        default="complete",
-        help="forced fate of every batch",
+        "--models",
+        type=_knob("models", lambda text: text.split(",")),
+        default=None,
+        help="comma-separated known models (default: a built-in list)",
     )
-    p.add_argument(
-        "--partial-lines", type=int, default=0, help="lines answered before expiry/cancel"
-    )
-    p.add_argument("--enqueued-token-limit", type=int, default=None, help="per-model token limit")
-    p.add_argument(
-        "--models", default="", help="comma-separated known models (default: a built-in list)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for ids, shuffling and failures")
     p.set_defaults(handler=cmd_emulator)
 
 
@@ -166,6 +191,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             args.source,
             args.company,
             args.model or settings.openai_model,
+            writer_lock_timeout=settings.writer_lock_timeout_seconds,
         )
     )
 
@@ -203,6 +229,17 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_tokens(_database_url(args, settings), args))
 
 
+def _duration(text: str) -> str:
+    """An argparse type: a token lifetime like 90d, checked before any database is touched."""
+    from service.adapters.tokens import TokenError, parse_duration
+
+    try:
+        parse_duration(text)
+    except TokenError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tokens",
@@ -228,6 +265,7 @@ def _add_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     c.add_argument(
         "--expires-in",
+        type=_duration,
         metavar="DURATION",
         help="expire after this long: a number and s, m, h or d (e.g. 90d); default: never",
     )
@@ -271,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run throughput benchmarks against a scratch database",
         description="Each suite runs in a scratch database created on the server and dropped "
         "after. Suites: append_batched, append_single, read_all, fanout, decide, rebuild,"
-        " read_latency, pipeline, api (docs/benchmarks.md says what each measures).",
+        " read_latency, pipeline, api, creator (docs/benchmarks.md says what each measures).",
     )
     p.add_argument("suites", nargs="*", help="suites to run (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import openai
 
@@ -20,6 +21,7 @@ from service.application.ingestion import Ingestion
 from service.application.ledger import Actor, Ledger
 from service.application.polling import Polling
 from service.config import Settings
+from service.entrypoints.isolation import Backoff, Isolation
 from service.entrypoints.jobs import CreatorPass, PollerPass
 from service.entrypoints.scheduler import Scheduler
 from service.ids import uuid7
@@ -71,6 +73,7 @@ class Runtime:
                 self.gateway,
                 max_requests=s.batch_max_requests,
                 max_bytes=s.batch_max_bytes,
+                page_size=s.creator_page_size,
                 actor=CREATOR,
                 log=log.bind(scheduler="batch-creator"),
             ),
@@ -84,16 +87,31 @@ class Runtime:
                 metrics=self.metrics,
             ),
         )
-        self.creator = CreatorPass(self.store.pool, self.app.batching)
-        self.poller = PollerPass(self.store.pool, self.app.polling)
+        self.creator = CreatorPass(
+            self.store.pool, self.app.batching, self._isolation(log.bind(scheduler="batch-creator"))
+        )
+        self.poller = PollerPass(
+            self.store.pool, self.app.polling, self._isolation(log.bind(scheduler="batch-poller"))
+        )
         self.runners = [ProjectionRunner(self.store, p) for p in all_projections().values()]
+
+    def _isolation(self, log: Any) -> Isolation:
+        """Backoff and failure accounting for one scheduler's items."""
+        s, failures = self.settings, self.metrics.item_failures
+        return Isolation(
+            Backoff(s.scheduler_backoff_seconds, s.scheduler_backoff_max_seconds),
+            log,
+            on_failure=lambda step: failures.labels(step=step).inc(),
+        )
 
     @classmethod
     async def open(
         cls, settings: Settings, dsn: str, client: openai.AsyncOpenAI | None = None
     ) -> Runtime:
         """Open the store and the OpenAI client from settings."""
-        store = await EventStore.open(dsn, max_size=10)
+        store = await EventStore.open(
+            dsn, max_size=10, writer_lock_timeout=settings.writer_lock_timeout_seconds
+        )
         client = client or make_client(
             settings.openai_api_key,
             settings.openai_base_url,

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from eventstore import WriterBusy
+
 IDLE_PAUSE = 0.05  # with a zero interval, the pause between runs that found nothing to do
 
 
@@ -45,6 +47,10 @@ class Scheduler:
                         self.runs += 1
                     finally:
                         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(self.name))
+            except WriterBusy as exc:
+                # Another transaction held the writer lock for the whole timeout: nothing
+                # of that append was written; the next tick retries. Not a bug: no traceback.
+                self.log.warning("scheduler.writer_busy", error=str(exc))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.log.warning("scheduler.database_error", error=str(exc)[:300])
                 conn = None

@@ -9,15 +9,24 @@ from collections.abc import Coroutine
 from typing import Any
 
 from service.adapters.database import migrate
-from service.config import Settings
+from service.adapters.openai_gateway import PermanentError, TransientError
+from service.config import Settings, StartupError
 from service.entrypoints.runtime import Runtime
 from service.logs import configure, get_logger
+
+OPENAI_CHECK_SECONDS = 10.0
+# OpenAI answers that mean the settings are wrong, not that OpenAI is down for a while.
+_REFUSED_KEY = {"invalid_api_key", "401", "403", "insufficient_permissions"}
 
 
 async def serve(
     settings: Settings, dsn: str, *, schedulers: bool, projections: bool, api: bool
 ) -> int:
-    """Run until SIGINT or SIGTERM; migrations are applied first."""
+    """Run until SIGINT or SIGTERM; migrations are applied first.
+
+    Every component is started or checked before any scheduler works: a port that is
+    taken or a key OpenAI refuses ends the process before a batch is planned or sent.
+    """
     configure(settings.log_level, settings.log_format)
     log = get_logger("serve")
     await migrate(dsn)
@@ -26,20 +35,24 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    jobs: list[Coroutine[Any, Any, None]] = []
-    if projections:
-        jobs += [runner.run(stop) for runner in runtime.runners]
-    if schedulers:
-        jobs += [s.run(stop) for s in runtime.schedulers()]
-    if api:
-        from service.entrypoints.api.server import run_api
-
-        jobs.append(run_api(runtime.store, runtime.app, runtime.metrics, settings, stop))
-    log.info("serve.started", schedulers=schedulers, projections=projections, api=api)
-    tasks = [asyncio.ensure_future(job) for job in jobs]
+    tasks: list[asyncio.Future[None]] = []
     try:
-        # A component that fails (the API cannot bind its port, say) stops the others:
-        # the process exits instead of running on without it.
+        jobs: list[Coroutine[Any, Any, None]] = []
+        if api:
+            from service.entrypoints.api.server import serve_until, start_api
+
+            runner = await start_api(runtime.store, runtime.app, runtime.metrics, settings)
+            jobs.append(serve_until(runner, stop))
+        running = runtime.schedulers() if schedulers else []
+        if running:
+            await check_openai(runtime, settings, log)
+        if projections:
+            jobs += [r.run(stop) for r in runtime.runners]
+        jobs += [s.run(stop) for s in running]
+        log_startup(log, settings, schedulers=schedulers, projections=projections, api=api)
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        # A component that fails stops the others: the process exits instead of running
+        # on without it.
         if tasks:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -52,3 +65,47 @@ async def serve(
         if isinstance(result, BaseException):
             raise result
     return 0
+
+
+async def check_openai(runtime: Runtime, settings: Settings, log: Any) -> None:
+    """Refuse to start on a key OpenAI refuses; an OpenAI that is down only warns (the
+    schedulers retry every tick)."""
+    where = settings.openai_base_url or "https://api.openai.com/v1"
+    try:
+        await runtime.gateway.check(OPENAI_CHECK_SECONDS)
+    except PermanentError as exc:
+        if exc.code in _REFUSED_KEY:
+            raise StartupError(
+                f"OpenAI at {where} refuses OPENAI_API_KEY ({exc.code}): {exc.message[:200]}"
+            ) from None
+        log.warning("serve.openai_check_failed", openai=where, code=exc.code, reason=exc.message)
+    except TransientError as exc:
+        log.warning("serve.openai_unreachable", openai=where, reason=str(exc)[:300])
+    else:
+        log.info("serve.openai_reachable", openai=where)
+
+
+def log_startup(
+    log: Any, settings: Settings, *, schedulers: bool, projections: bool, api: bool
+) -> None:
+    """One line per component that does not run and why; one line of what does."""
+    enabled = {
+        "batch-creator": ("BATCH_CREATION_ENABLED", settings.batch_creation_enabled),
+        "batch-poller": ("BATCH_POLLING_ENABLED", settings.batch_polling_enabled),
+    }
+    running = []
+    for name, (variable, on) in enabled.items():
+        if not schedulers:
+            log.warning("scheduler.disabled", scheduler=name, reason="--no-schedulers")
+        elif not on:
+            log.warning("scheduler.disabled", scheduler=name, reason=f"{variable}=false")
+        else:
+            running.append(name)
+    if not projections:
+        log.warning("projections.disabled", reason="--no-projections")
+    log.info(
+        "serve.started",
+        schedulers=running,
+        projections=projections,
+        api=f"{settings.host}:{settings.port}" if api else None,
+    )

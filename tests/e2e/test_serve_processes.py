@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import IO
 
 import pytest
 
@@ -43,16 +44,23 @@ def serve_env(db_dsn: str, emulator: Running, **extra: str) -> dict[str, str]:
     return env
 
 
-async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+async def start_serve(
+    env: dict[str, str], *, api: bool = False, stderr: int | IO[bytes] = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`batchledger serve` as a process; the admin API (on env PORT) only when `api`.
+
+    A long run that logs much should pass a file as `stderr`: a pipe nobody reads fills up
+    and then blocks the process on its next log line.
+    """
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "service.entrypoints.cli",
         "serve",
-        "--no-api",
+        *([] if api else ["--no-api"]),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
 
 
@@ -192,11 +200,12 @@ async def test_sigterm_ends_open_event_streams_and_the_process_exits_promptly(
     assert rest in (b"", b"\n")
 
 
-async def test_serve_whose_port_is_taken_exits_1_saying_so_and_stops_everything(
-    db_dsn: str, emulator: Running
+async def test_serve_whose_port_is_taken_exits_1_before_any_scheduler_works(
+    db_dsn: str, emulator: Running, crash_store: EventStore
 ) -> None:
     import socket
 
+    await queue(crash_store, 3)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -217,3 +226,9 @@ async def test_serve_whose_port_is_taken_exits_1_saying_so_and_stops_everything(
     assert f"the admin API cannot listen on 127.0.0.1:{port}" in text
     assert "Traceback" not in text
     assert "Task was destroyed but it is pending" not in text
+    planned = await crash_store.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'BatchPlanned'"
+    )
+    assert planned == 0, "a batch was planned by a serve that could not start"
+    assert emulator.state.files == {}
+    assert emulator.state.batches == {}

@@ -98,7 +98,7 @@ async def test_requests_validation_errors_are_400s(api: Api) -> None:
     for params in (
         {},
         {"status": "done"},
-        {"status": "PROCESSING_FAILED"},
+        {"status": "processing failed"},
         {"status": "processing_failed", "limit": 0},
         {"status": "processing_failed", "limit": 501},
         {"status": "processing_failed", "limit": "x"},
@@ -291,7 +291,8 @@ async def test_cancel_a_running_batch_then_409_when_finished_and_404_when_unknow
         await asyncio.sleep(0.02)
     assert (await post(api, f"/batches/{bid}/cancel", None, role="support"))[0] == 403
     status, body = await post(api, f"/batches/{bid}/cancel", None)
-    assert (status, body) == (202, {"ok": True, "batchId": bid, "status": "cancelling"})
+    expected = {"ok": True, "batchId": bid, "status": "cancelling", "openaiCancel": "sent"}
+    assert (status, body) == (202, expected)
     await emulator.knobs(in_progress_seconds=0)  # the retry batch runs at once
     async with asyncio.timeout(30):
         await api.runtime.run_until_idle()
@@ -349,7 +350,7 @@ def test_roles_are_ordered() -> None:
     assert Role.support < Role.admin < Role.superadmin
 
 
-async def test_cancel_answers_503_with_retry_after_when_openai_fails_and_records_nothing(
+async def test_cancel_records_the_intent_when_openai_fails_and_the_poller_sends_it(
     api: Api, emulator: Running
 ) -> None:
     await emulator.knobs(in_progress_seconds=30)
@@ -360,11 +361,15 @@ async def test_cancel_answers_503_with_retry_after_when_openai_fails_and_records
     bid = await api.runtime.store.pool.fetchval("SELECT batch_id FROM batches")
     await emulator.knobs(fail_next_calls=1, fail_status=500)
     r = await api.client.post(f"{BASE}/batches/{bid}/cancel", headers=api.auth())
-    assert r.status == 503
-    assert r.headers["Retry-After"] == "5"
-    assert (await r.json())["error"]["code"] == "openai_unavailable"
+    assert r.status == 202
+    assert (await r.json())["openaiCancel"] == "deferred"
     types = [e.type for e in await api.runtime.store.read_stream(f"batch-{bid}")]
-    assert "BatchCancelRequested" not in types
+    assert types[-1] == "BatchCancelRequested"
+    (openai_batch,) = emulator.state.batches.values()
+    assert openai_batch.status != "cancelling"  # OpenAI never took it
+    await api.runtime.catch_up()
+    await api.runtime.poller.run_once()
+    assert openai_batch.status in ("cancelling", "cancelled")
 
 
 async def test_metrics_move_as_the_pipeline_runs(api: Api) -> None:

@@ -236,7 +236,9 @@ def test_tokens_command_scopes_a_token_to_companies_with_an_expiry(
     assert "expires" in line
     assert "never used" in line
     bad = ["tokens", "create", "--name", "x1", "--role", "admin", "--expires-in", "soon"]
-    assert main([*bad, "--database-url", db_dsn]) == 1
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it before any database work
+        main([*bad, "--database-url", db_dsn])
+    assert refused.value.code == 2
     assert "not a duration" in capsys.readouterr().err
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,8 +22,9 @@ from eventstore import (
     NewEvent,
     RecordedEvent,
     StreamAppend,
+    WriterBusy,
 )
-from eventstore.store import _filters, _scoped
+from eventstore.store import WRITER_LOCK_KEY, _filters, _scoped
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -235,6 +238,14 @@ async def test_memory_store_records_events_at_the_time_its_clock_gives() -> None
     memory = InMemoryEventStore(clock=lambda: T0)
     await memory.append("thing-1", 0, [ev(), ev()])
     assert [e.recorded_at for e in await memory.read_all()] == [T0, T0]
+
+
+async def test_an_append_nobody_waited_for_counts_no_writer_lock_wait(log: EventLog) -> None:
+    await log.append("thing-1", 0, [ev()])
+    await log.append_many([StreamAppend("thing-2", 0, [ev()]), StreamAppend("thing-3", 0, [ev()])])
+    stats = log.writer_lock
+    assert (stats.waits, stats.timeouts, stats.wait_seconds) == (0, 0, 0.0)
+    assert stats.buckets()[-1] == (float("inf"), 0)
 
 
 # PostgreSQL only: transactions, subscriptions, the tail window, migrations.
@@ -519,3 +530,117 @@ async def test_migrate_refuses_a_migration_edited_after_it_was_applied(db_dsn: s
             await apply_migrations(conn, edited)
     finally:
         await conn.close()
+
+
+# The writer lock's bounded wait: a stuck writer transaction must not freeze every writer.
+
+
+@pytest.fixture
+async def quick_store(db_dsn: str) -> AsyncIterator[EventStore]:
+    """A store whose appends wait at most 0.2 s for the writer lock."""
+    es = await EventStore.open(db_dsn, max_size=4, writer_lock_timeout=0.2)
+    yield es
+    await es.close()
+
+
+@contextlib.asynccontextmanager
+async def writer_lock_held(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """The writer lock, held by another session (as a stuck writer would) until the block ends."""
+    holder = await asyncpg.connect(dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", WRITER_LOCK_KEY)
+        yield holder
+    finally:
+        await holder.close()  # ends the session, and with it the lock
+
+
+async def an_append_waits_for_the_writer_lock(store: EventStore) -> None:
+    async def waiting() -> bool:
+        n = await store.pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        return bool(n)
+
+    await wait_for(waiting)
+
+
+async def test_append_while_another_session_holds_the_writer_lock_raises_writer_busy(
+    quick_store: EventStore, db_dsn: str
+) -> None:
+    store = quick_store
+    big = [ev(n=i) for i in range(300)]  # past the COPY threshold: the multi-statement path
+    async with writer_lock_held(db_dsn):
+        async with asyncio.timeout(10):  # it gives up; it does not wait forever
+            with pytest.raises(WriterBusy) as one:
+                await store.append("thing-1", 0, [ev()])  # the one-round-trip path
+            with pytest.raises(WriterBusy):
+                await store.append_many([StreamAppend("thing-2", 0, [ev()])])
+            with pytest.raises(WriterBusy):
+                await store.append("thing-3", 0, big)
+    assert one.value.timeout == 0.2
+    assert "not free within 0.2 s" in str(one.value)
+    assert "can be retried" in str(one.value)
+    assert await count_rows(store) == 0
+    stats = store.writer_lock
+    assert (stats.waits, stats.timeouts) == (3, 3)
+    assert stats.wait_seconds >= 3 * 0.2  # lock_timeout never fires early
+    # The lock is free again: the same appends succeed, at the versions they expected.
+    await store.append("thing-1", 0, [ev()])
+    await store.append_many([StreamAppend("thing-2", 0, [ev()])])
+    await store.append("thing-3", 0, big)
+    assert await count_rows(store) == 302
+    assert store.writer_lock.timeouts == 3
+
+
+async def test_an_append_that_waited_for_the_writer_lock_is_counted_with_its_wait(
+    store: EventStore, db_dsn: str
+) -> None:
+    async with writer_lock_held(db_dsn) as holder:
+        append = asyncio.create_task(store.append("thing-1", 0, [ev()]))
+        await an_append_waits_for_the_writer_lock(store)
+        await holder.execute("SELECT pg_advisory_unlock($1)", WRITER_LOCK_KEY)
+        async with asyncio.timeout(10):
+            assert await append == 1
+    stats = store.writer_lock
+    assert (stats.waits, stats.timeouts) == (1, 0)
+    assert stats.wait_seconds > 0
+    assert stats.buckets()[-1] == (float("inf"), 1)
+    assert [n for _, n in stats.buckets()] == sorted(n for _, n in stats.buckets())  # cumulative
+
+
+async def test_a_bounded_wait_leaves_the_callers_lock_timeout_as_it_was(
+    store: EventStore, db_dsn: str
+) -> None:
+    """The timeout bounds the lock alone, not the statements of the caller's transaction."""
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '7s'")
+        async with writer_lock_held(db_dsn) as holder:
+            append = asyncio.create_task(store.append("thing-1", 0, [ev()], conn=conn))
+            await an_append_waits_for_the_writer_lock(store)
+            await holder.execute("SELECT pg_advisory_unlock($1)", WRITER_LOCK_KEY)
+            async with asyncio.timeout(10):
+                await append
+        assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "7s"
+    assert store.writer_lock.waits == 1
+
+
+async def test_a_writer_busy_inside_a_callers_transaction_leaves_it_usable(
+    quick_store: EventStore, db_dsn: str
+) -> None:
+    store = quick_store
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMP TABLE seen (n int) ON COMMIT DROP")
+        async with writer_lock_held(db_dsn):
+            with pytest.raises(WriterBusy):
+                async with asyncio.timeout(10):
+                    await store.append("thing-1", 0, [ev()], conn=conn)
+        await conn.execute("INSERT INTO seen VALUES (1)")  # not an aborted transaction
+        assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "0"
+        await store.append("thing-1", 0, [ev()], conn=conn)
+    assert await count_rows(store) == 1
+
+
+async def test_a_writer_lock_timeout_of_zero_or_less_is_refused(store: EventStore) -> None:
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="writer_lock_timeout"):
+            EventStore(store.pool, store.dsn, writer_lock_timeout=bad)

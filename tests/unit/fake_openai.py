@@ -113,6 +113,10 @@ class FakeOpenAI:
         found = self.created_for(batch_id)
         return found[-1] if found else None
 
+    async def check(self, seconds: float) -> None:
+        """OpenAI answers (or the error queued for `check`)."""
+        self._enter("check")
+
     async def retrieve(self, openai_batch_id: str) -> Batch:
         """The batch as the fake OpenAI sees it now."""
         self._enter("retrieve")

@@ -17,5 +17,4 @@ def test_every_use_case_error_maps_to_a_status_of_its_own() -> None:
         "not_found",
         "not_cancellable",
         "conflict",
-        "openai_unavailable",
     }

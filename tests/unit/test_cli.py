@@ -109,3 +109,64 @@ def test_serve_with_every_component_switched_off_refuses_to_start(
 ) -> None:
     assert main(["serve", "--no-schedulers", "--no-projections", "--no-api"]) == 2
     assert "leave nothing to run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "refusal"),
+    [
+        (["--line-failure-rate", "2"], "--line-failure-rate: must be a number from 0 to 1"),
+        (["--validating-seconds", "-5"], "--validating-seconds: must be a number from 0 to 86400"),
+        (["--partial-lines", "-1"], "--partial-lines: must be a whole number from 0 to 1000000"),
+        (["--response-delay-seconds", "601"], "must be a number from 0 to 600"),
+        (["--outcome", "explode"], '--outcome: must be one of "cancel", "complete"'),
+        (["--models", "gpt-4o,,gpt-4.1"], "--models: must be a list of at most 1000 items"),
+        (["--line-failure-rate", "nan"], "--line-failure-rate: must be a number from 0 to 1"),
+        (["--port", "70000"], "--port: expected a port from 0 to 65535"),
+        (["--port", "-1"], "--port: expected a port from 0 to 65535"),
+    ],
+)
+def test_an_emulator_flag_outside_its_knobs_range_exits_2_naming_flag_and_range(
+    flags: list[str],
+    refusal: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def serve(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the emulator started with a value out of range")
+
+    monkeypatch.setattr("aiohttp.web.run_app", serve)  # never serve, even if accepted
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "batchledger emulator: error: argument " in err
+    assert refusal in err
+    assert "Traceback" not in err
+
+
+def test_emulator_flags_in_range_become_the_knobs_of_the_emulator() -> None:
+    from service.entrypoints.cli import _EMULATOR_FLAGS
+
+    args = build_parser().parse_args(
+        ["emulator", "--line-failure-rate", "1", "--models", "a,b", "--response-delay-seconds", "2"]
+    )
+    assert (args.line_failure_rate, args.models, args.response_delay_seconds) == (
+        1.0,
+        ["a", "b"],
+        2,
+    )
+    assert args.validating_seconds == 1.0  # the demo's pace unless told otherwise
+    assert set(_EMULATOR_FLAGS) <= set(vars(args))
+
+
+@pytest.mark.parametrize("lifetime", ["0d", "-5d", "90", "1y"])
+def test_a_token_lifetime_that_is_no_duration_exits_2_before_any_database_is_touched(
+    lifetime: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/unreachable")
+    with pytest.raises(SystemExit) as info:
+        main(["tokens", "create", "--name", "n", "--role", "admin", f"--expires-in={lifetime}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --expires-in: " in err
+    assert "is not a duration" in err

@@ -41,6 +41,8 @@ def test_values_are_parsed_to_their_types() -> None:
         ("LOG_FORMAT", "xml"),
         ("BATCH_CREATION_INTERVAL_SECONDS", "-1"),
         ("DATABASE_URL", "localhost"),
+        ("OPENAI_TIMEOUT_SECONDS", "0"),  # every OpenAI call would time out at once
+        ("SSE_HEARTBEAT_SECONDS", "0"),  # event streams would send keep-alives in a busy loop
     ],
 )
 def test_invalid_value_fails_naming_the_variable(name: str, value: str) -> None:

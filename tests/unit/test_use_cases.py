@@ -11,7 +11,7 @@ import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -19,7 +19,7 @@ import pytest
 from eventstore import InMemoryEventStore, StreamAppend
 from service.adapters.openai_gateway import OpenAIGateway, PermanentError, TransientError
 from service.application.batching import Batching, Candidate, chunk, group, jsonl_line
-from service.application.errors import Missing, NotCancellable, OpenAIUnavailable, StillChanging
+from service.application.errors import Missing, NotCancellable, StillChanging
 from service.application.ingestion import Ingestion
 from service.application.ledger import Actor, Ledger, Unit
 from service.application.polling import Polling
@@ -250,7 +250,8 @@ def ids_of(chunks: list[list[Candidate]]) -> list[list[str]]:
 def test_the_fake_gateway_has_every_method_of_the_real_one_with_the_same_signature() -> None:
     methods = {n: f for n, f in vars(OpenAIGateway).items() if inspect.isfunction(f)}
     del methods["__init__"], methods["_fail"]
-    assert set(methods) == {"upload", "create_batch", "find_batch", "retrieve", "cancel", "lines"}
+    expected = {"upload", "create_batch", "find_batch", "check", "retrieve", "cancel", "lines"}
+    assert set(methods) == expected
     for name, real in methods.items():
         fake = getattr(FakeOpenAI, name)
         assert inspect.signature(fake) == inspect.signature(real), name
@@ -755,14 +756,46 @@ async def test_cancel_of_a_batch_not_running_at_openai_is_not_cancellable() -> N
     assert "cancel" not in w.openai.calls
 
 
-async def test_cancel_when_openai_is_unavailable_records_nothing() -> None:
+async def test_cancel_is_recorded_before_openai_and_the_poller_sends_it_after_an_outage() -> None:
     w = World()
-    bid, _ = await w.submitted(await w.queue(1))
+    bid, openai_id = await w.submitted(await w.queue(1))
     w.openai.fail("cancel", TransientError("502 Bad Gateway"))
-    with pytest.raises(OpenAIUnavailable):
+    assert await w.batching.cancel(bid, ADMIN) == "deferred"
+    assert (await w.batch(bid)).state is BS.CANCELLING
+    assert "BatchCancelRequested" in await w.types(f"batch-{bid}")
+    assert w.openai.batches[openai_id].status == "validating"  # OpenAI never took it
+    await w.polling.poll(bid)
+    assert w.openai.calls.count("cancel") == 2
+    assert w.openai.batches[openai_id].status == "cancelling"
+    await w.polling.poll(bid)  # OpenAI has it now: it is not sent a third time
+    assert w.openai.calls.count("cancel") == 2
+
+
+async def test_a_cancel_racing_the_batch_to_its_end_sends_nothing_to_openai() -> None:
+    w = World()
+    bid, openai_id = await w.submitted(await w.queue(1, prefix="c"))
+    w.openai.finish(openai_id, "completed", output=[output_line("c0")])
+
+    async def poller_observes_first() -> None:
+        await w.polling.poll(bid)  # the batch ends and is ingested before the cancel lands
+
+    w.store.before_next_append = poller_observes_first
+    with pytest.raises(NotCancellable):
         await w.batching.cancel(bid, ADMIN)
-    assert (await w.batch(bid)).state is BS.VALIDATING
+    assert "cancel" not in w.openai.calls
     assert "BatchCancelRequested" not in await w.types(f"batch-{bid}")
+    assert (await w.batch(bid)).state is BS.PROCESSED
+
+
+async def test_a_cancel_openai_refuses_leaves_the_batch_to_end_as_openai_reports() -> None:
+    w = World()
+    bid, openai_id = await w.submitted(await w.queue(1, prefix="x"))
+    w.openai.fail("cancel", PermanentError("batch_not_cancellable", "it already completed"))
+    assert await w.batching.cancel(bid, ADMIN) == "refused"
+    w.openai.finish(openai_id, "completed", output=[output_line("x0")])
+    await w.polling.poll(bid)
+    assert (await w.batch(bid)).state is BS.PROCESSED
+    assert (await w.request("x0")).state is RS.PROCESSING_COMPLETE
 
 
 async def test_cancel_of_a_running_batch_records_batch_cancel_requested() -> None:
@@ -773,3 +806,113 @@ async def test_cancel_of_a_running_batch_records_batch_cancel_requested() -> Non
     assert (await w.store.read_stream(f"batch-{bid}"))[-1].metadata.actor == "ops-token"
     assert (await w.batch(bid)).state is BS.CANCELLING
     assert w.openai.batches[openai_id].status == "cancelling"
+
+
+# -- an OpenAI status our table does not know -------------------------------------------
+
+
+async def test_an_unknown_openai_status_is_recorded_once_raw_and_moves_nothing() -> None:
+    w = World()
+    bid, openai_id = await w.submitted(await w.queue(1, prefix="u"))
+    w.openai.finish(openai_id, cast(Any, "paused"))
+    await w.polling.poll(bid)
+    await w.polling.poll(bid)  # the same odd status again is nothing new
+    assert (await w.types(f"batch-{bid}")).count("BatchStatusUnrecognized") == 1
+    batch = await w.batch(bid)
+    assert (batch.state, batch.openai_status) == (BS.VALIDATING, "paused")
+    assert "batch.status_unrecognized" in w.log.records
+    w.openai.finish(openai_id, "completed", output=[output_line("u0")])
+    await w.polling.poll(bid)
+    assert (await w.batch(bid)).state is BS.PROCESSED
+    assert (await w.request("u0")).state is RS.PROCESSING_COMPLETE
+
+
+# -- the batch creator reads a page of request streams at a time ------------------------
+
+
+def paged(w: World, page_size: int, prefix: str = "p") -> Batching:
+    """A Batching on w's ledger that reads `page_size` request streams at a time."""
+    numbers = itertools.count(1)
+    return Batching(
+        w.ledger,
+        as_gateway(w.openai),
+        max_requests=w.max_requests,
+        max_bytes=w.max_bytes,
+        actor=Actor("batch-creator"),
+        log=w.log,
+        new_batch_id=lambda: f"{prefix}{next(numbers)}",
+        page_size=page_size,
+    )
+
+
+def count_reads(w: World, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many streams each multi-stream read of w's store asks for, from now on."""
+    reads: list[int] = []
+    read = w.store.read_streams
+
+    async def counted(stream_ids: Sequence[str]) -> Any:
+        reads.append(len(stream_ids))
+        return await read(stream_ids)
+
+    monkeypatch.setattr(w.store, "read_streams", counted)
+    return reads
+
+
+def input_file(ids: Sequence[str]) -> bytes:
+    return b"".join(jsonl_line(rid, MODEL, f"User: question {rid}?") + b"\n" for rid in ids)
+
+
+async def test_plan_reads_a_page_of_streams_at_a_time_and_fills_batches_across_pages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = World(max_requests=4)
+    ids = await w.queue(10)
+    reads = count_reads(w, monkeypatch)
+    planned = await paged(w, 3).plan(ids)
+    assert reads == [3, 3, 3, 1]
+    assert [(await w.batch(bid)).request_ids for bid in planned] == [ids[:4], ids[4:8], ids[8:]]
+
+
+async def test_a_page_planner_drops_only_the_batch_that_conflicted_and_plans_the_rest() -> None:
+    w = World(max_requests=4)
+    ids = await w.queue(10)
+
+    async def another_writer_batches_r1() -> None:
+        await w.ledger.execute(REQUESTS, "r1", AssignToBatch(batch_id="elsewhere"), OTHER)
+
+    w.store.before_next_append = another_writer_batches_r1  # before the first batch's commit
+    pages, planned = paged(w, 3).pages(), []
+    for start in range(0, len(ids), 3):
+        planned += await pages.add(ids[start : start + 3])
+    planned += await pages.flush()
+    assert [(await w.batch(bid)).request_ids for bid in planned] == [ids[4:8], ids[8:]]
+    assert "batch.plan_conflict" in w.log.records
+    assert await w.states(ids[:4]) == {  # the next pass plans the three that still wait
+        "r0": RS.PENDING_BATCHING,
+        "r1": RS.BATCHING_IN_PROGRESS,
+        "r2": RS.PENDING_BATCHING,
+        "r3": RS.PENDING_BATCHING,
+    }
+
+
+async def test_a_planned_file_is_dropped_when_another_instance_submitted_it_first() -> None:
+    w = World()
+    (bid,) = await w.batching.plan(await w.queue(3))
+    await w.new_batching("other-").submit(bid)  # e.g. after the scheduler's lock moved
+    await w.batching.submit(bid)  # nothing left to do here
+    assert w.batching._files == {}
+    assert len(w.openai.created_for(bid)) == 1
+
+
+async def test_a_file_rebuilt_after_a_restart_reads_a_page_of_streams_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = World()
+    ids = await w.queue(7)
+    (bid,) = await w.batching.plan(ids)
+    reads = count_reads(w, monkeypatch)
+    await paged(w, 3, prefix="unused").submit(bid)  # a fresh instance: nothing cached
+    assert reads == [3, 3, 1]
+    batch = await w.batch(bid)
+    assert batch.input_file_id is not None
+    assert w.openai.files[batch.input_file_id] == input_file(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -9,11 +10,10 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from eventstore import ConcurrencyError
+from eventstore import ConcurrencyError, WriterBusy
 from service.application.errors import (
     Missing,
     NotCancellable,
-    OpenAIUnavailable,
     StillChanging,
     UseCaseError,
 )
@@ -61,7 +61,6 @@ _USE_CASE_STATUS: dict[type[UseCaseError], tuple[int, dict[str, str] | None]] = 
     Missing: (404, None),
     NotCancellable: (409, None),
     StillChanging: (409, None),
-    OpenAIUnavailable: (503, {"Retry-After": "5"}),
 }
 
 _DATABASE_DOWN = (
@@ -93,6 +92,12 @@ def make_error_middleware(log: object) -> Middleware:
             return error_response(409, "invalid_transition", str(e))
         except ConcurrencyError:
             return error_response(409, "conflict", "the entity changed meanwhile; try again")
+        except WriterBusy as e:
+            # Another transaction holds the writer lock: nothing was written, so a retry is
+            # safe; the operator finds the holder from the warning (docs/operations.md).
+            log.warning("api.writer_busy", path=request.path, method=request.method)  # type: ignore[attr-defined]
+            retry = str(max(1, math.ceil(e.timeout)))
+            return error_response(503, "writer_busy", str(e), {"Retry-After": retry})
         except web.HTTPException as e:
             if e.status < 400:
                 raise

@@ -305,11 +305,11 @@ async def batch_history(request: web.Request) -> web.Response:
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
-    """Cancel a batch at OpenAI; its requests follow the lifecycle (retried when retryable)."""
+    """Record a batch's cancel, then send it to OpenAI; its requests follow the lifecycle."""
     parse_query(request, s.NoQuery)
     bid = path_id(request)
-    await deps(request).app.cancel_batch(bid, actor(request), companies=companies(request))
-    return respond(s.CancelResponse(batch_id=bid, status="cancelling"), status=202)
+    sent = await deps(request).app.cancel_batch(bid, actor(request), companies=companies(request))
+    return respond(s.CancelResponse(batch_id=bid, openai_cancel=sent), status=202)
 
 
 def _split(raw: str | None) -> list[str] | None:

@@ -40,7 +40,8 @@ _DESCRIPTIONS = {
     429: "Rate limited (`rate_limited`): the token's requests per minute, or failed"
     " authentications from this address or for this token id; `Retry-After` says how many"
     " seconds to wait",
-    503: "The database is unreachable (`database_unavailable`); retry after `Retry-After`",
+    503: "The database is unreachable (`database_unavailable`) or the writer lock is busy"
+    " (`writer_busy`, nothing recorded); retry after `Retry-After`",
 }
 _IN_SCOPE = "outside the token's companies, as for one that does not exist"
 _NOTES: dict[tuple[str, str], dict[int, str]] = {
@@ -67,12 +68,13 @@ _NOTES: dict[tuple[str, str], dict[int, str]] = {
         404: f"No such batch, or one of a company {_IN_SCOPE}"
     },
     ("POST", f"{BASE}/batches/{{id}}/cancel"): {
-        202: "Cancelling: OpenAI was asked to cancel the batch",
+        202: "Cancelling: the cancel is recorded, then sent to OpenAI (`openaiCancel` says"
+        " whether OpenAI took it, or the poller sends it again)",
         404: f"No such batch, or one of a company {_IN_SCOPE}",
         409: "The batch is not running at OpenAI (`not_cancellable`), or it changed meanwhile"
         " (`conflict`, `invalid_transition`)",
-        503: "OpenAI did not answer (`openai_unavailable`), or the database is unreachable"
-        " (`database_unavailable`); retry after `Retry-After`",
+        503: "The database is unreachable (`database_unavailable`) or the writer lock is busy"
+        " (`writer_busy`, nothing recorded); retry after `Retry-After`",
     },
     ("GET", f"{BASE}/events/stream"): {
         400: "Bad input: a query parameter, or a `Last-Event-ID` that is not an event position"
@@ -332,6 +334,11 @@ def _query_parameters(kind: type) -> list[dict[str, Any]]:
     params = []
     for f in msgspec.structs.fields(kind):
         schema = msgspec.json.schema(f.type)
+        # A query string cannot carry null: an optional parameter is absent, never null
+        # (`status=null` is the string "null"), so its schema is the value's alone.
+        members = [m for m in schema.get("anyOf", []) if m != {"type": "null"}]
+        if len(schema) == 1 and len(members) == 1:
+            schema = members[0]
         params.append(
             {"name": f.encode_name, "in": "query", "required": f.required, "schema": schema}
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -36,10 +36,13 @@ AT_PATTERN = (
 Limit500 = Annotated[int, msgspec.Meta(ge=1, le=500)]
 Limit1000 = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-RequestStatus = Literal[
-    "pending_batching", "batching_in_progress", "processing_complete", "processing_failed"
-]
-BatchStatus = Literal[
+REQUEST_STATUSES = (
+    "pending_batching",
+    "batching_in_progress",
+    "processing_complete",
+    "processing_failed",
+)
+BATCH_STATUSES = (
     "pending",
     "uploading",
     "validating",
@@ -51,11 +54,52 @@ BatchStatus = Literal[
     "cancelled",
     "cancelling",
     "expired",
+)
+
+
+def any_case(values: tuple[str, ...]) -> str:
+    """A pattern, the same in Python and ECMA regex, for any of `values` in any ASCII case."""
+    words = ("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in v) for v in values)
+    return f"^(?:{'|'.join(words)})$(?![\\s\\S])"
+
+
+def enum_value(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` as the member of `allowed` it names in any case (`PROCESSING_FAILED`, the
+    seed's spelling, is `processing_failed`); else a ValueError listing the members."""
+    lowered = value.lower()
+    if value.isascii() and lowered in allowed:  # non-ASCII: the Kelvin sign lowers to "k"
+        return lowered
+    raise ValueError(f"{name} must be one of {', '.join(allowed)} (in any case), not {value!r}")
+
+
+RequestStatusFilter = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"One of {', '.join(REQUEST_STATUSES)}, in any case"
+        " (`PROCESSING_FAILED`, the seed's spelling, is `processing_failed`).",
+        extra_json_schema={"pattern": any_case(REQUEST_STATUSES)},
+    ),
+]
+BatchStatusFilter = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"One of {', '.join(BATCH_STATUSES)}, in any case.",
+        extra_json_schema={"pattern": any_case(BATCH_STATUSES)},
+    ),
 ]
 
 
 class Query(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    """Base of query-string shapes: unknown parameters are refused."""
+    """Base of query-string shapes: unknown parameters are refused; `enums` names the
+    parameters read in any case, and their members."""
+
+    enums: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __post_init__(self) -> None:
+        # The one place where enum parameters are normalised: handlers see lower case.
+        for name, allowed in self.enums.items():
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, enum_value(name, value, allowed))
 
 
 class SummaryQuery(Query):
@@ -67,7 +111,8 @@ class SummaryQuery(Query):
 class RequestsQuery(Query):
     """GET /requests."""
 
-    status: RequestStatus
+    enums = {"status": REQUEST_STATUSES}
+    status: RequestStatusFilter
     limit: Limit500 = 50
     cursor: Cursor | None = None
     company_id: Id | None = None
@@ -77,7 +122,8 @@ class RequestsQuery(Query):
 class BatchesQuery(Query):
     """GET /batches."""
 
-    status: BatchStatus | None = None
+    enums = {"status": BATCH_STATUSES}
+    status: BatchStatusFilter | None = None
     limit: Limit500 = 50
     cursor: Cursor | None = None
 
@@ -375,6 +421,9 @@ class CancelResponse(Response):
 
     batch_id: str = ""
     status: str = "cancelling"
+    # sent: OpenAI took it; deferred: OpenAI did not answer, the poller sends it again;
+    # refused: OpenAI refused (it had already ended there), the poller records how it ended.
+    openai_cancel: Literal["sent", "deferred", "refused"] = "sent"
 
 
 class EventItem(msgspec.Struct, rename="camel"):

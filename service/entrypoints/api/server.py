@@ -60,14 +60,10 @@ def edge_limits(settings: Settings) -> EdgeLimits:
     )
 
 
-async def run_api(
-    store: EventStore,
-    application: Application,
-    metrics: Metrics,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
-    """Serve on HOST:PORT until `stop` is set."""
+async def start_api(
+    store: EventStore, application: Application, metrics: Metrics, settings: Settings
+) -> web.AppRunner:
+    """Listen on HOST:PORT (a StartupError when it cannot); the runner to clean up."""
     app = create_app(await build_deps(store, application, metrics, settings))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -81,7 +77,23 @@ async def run_api(
             f" {exc.strerror or exc} (set HOST / PORT, or run with --no-api)"
         ) from None
     get_logger("api").info("api.listening", host=settings.host, port=settings.port)
+    return runner
+
+
+async def serve_until(runner: web.AppRunner, stop: asyncio.Event) -> None:
+    """Keep a started API until `stop` is set, then close it."""
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def run_api(
+    store: EventStore,
+    application: Application,
+    metrics: Metrics,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Serve on HOST:PORT until `stop` is set."""
+    await serve_until(await start_api(store, application, metrics, settings), stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -9,10 +11,11 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from service.tools.emulator.knobs import Knobs
+from service.tools.emulator.knobs import KnobError, Knobs, with_knobs
 from service.tools.emulator.state import UNFINISHED, Emulator
 
 EMULATOR = web.AppKey("emulator", Emulator)
+CLOSING = web.AppKey("closing", asyncio.Event)  # set on shutdown: held answers go out at once
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,7 +50,7 @@ def _envelope(e: ApiError) -> dict[str, Any]:
 
 @web.middleware
 async def openai_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, bearer auth and injected faults on /v1; the error envelope everywhere."""
+    """Request ids, bearer auth, faults and delays on /v1; the error envelope everywhere."""
     request_id = "req_" + secrets.token_hex(16)
     try:
         if request.path.startswith("/v1/"):
@@ -59,8 +62,21 @@ async def openai_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as e:
         err = ApiError(e.status, e.reason or "error", code=None)
         response = web.json_response(_envelope(err), status=e.status)
+    if not response.prepared:  # a streamed answer (file content) waits before it starts
+        await _hold_answer(request)
     response.headers["x-request-id"] = request_id
     return response
+
+
+async def _hold_answer(request: web.Request) -> None:
+    """Wait out `response_delay_seconds` before a /v1 answer: the call is carried out at
+    once and answered late, so a client that gives up first has still, as at OpenAI,
+    created its file or batch (aiohttp lets a handler finish after its client left)."""
+    if request.path.startswith("/v1/") and (
+        delay := request.app[EMULATOR].knobs.response_delay_seconds
+    ):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(request.app[CLOSING].wait(), delay)
 
 
 def _check_auth(request: web.Request) -> None:
@@ -161,6 +177,7 @@ async def get_file(request: web.Request) -> web.Response:
 async def get_file_content(request: web.Request) -> web.StreamResponse:
     """GET /v1/files/{id}/content, streamed in chunks."""
     f = _file(request)
+    await _hold_answer(request)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = len(f.content)
     await response.prepare(request)
@@ -322,7 +339,7 @@ def _batch(request: web.Request) -> Any:
 
 async def get_batch(request: web.Request) -> web.Response:
     """GET /v1/batches/{id}."""
-    return web.json_response(_batch(request).to_json())
+    return web.json_response(_emu(request).retrieve(_batch(request)))
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -351,23 +368,34 @@ async def get_knobs(request: web.Request) -> web.Response:
     return web.json_response(msgspec.to_builtins(_emu(request).knobs))
 
 
+async def _knobs(request: web.Request, base: Knobs) -> Knobs:
+    """`base` with the knobs of the JSON body set; anything out of range is a 400 naming it."""
+    body = await request.read()
+    try:
+        values = msgspec.json.decode(body) if body.strip() else {}
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(values, dict):
+        raise ApiError(400, "The body must be a JSON object of knobs.", code="invalid_value")
+    try:
+        return with_knobs(base, values)
+    except KnobError as exc:
+        raise ApiError(400, f"Invalid knob: {exc}.", param=exc.name, code="invalid_value") from None
+
+
 async def set_knobs(request: web.Request) -> web.Response:
     """POST /_emulator/knobs: update the named knobs."""
     emu = _emu(request)
-    merged = {**msgspec.to_builtins(emu.knobs), **(await request.json())}
-    try:
-        emu.knobs = msgspec.convert(merged, Knobs)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, f"Invalid knobs: {exc}", code="invalid_value") from None
+    emu.knobs = await _knobs(request, emu.knobs)
     return web.json_response(msgspec.to_builtins(emu.knobs))
 
 
 async def reset(request: web.Request) -> web.Response:
     """POST /_emulator/reset: forget everything; optional body sets the knobs."""
     emu = _emu(request)
-    body = await request.read()
+    knobs = await _knobs(request, Knobs())  # checked first: a refused reset changes nothing
     await emu.close()
-    emu.reset(msgspec.json.decode(body, type=Knobs) if body.strip() else Knobs())
+    emu.reset(knobs)
     return web.json_response({"ok": True})
 
 
@@ -375,6 +403,14 @@ def create_emulator_app(knobs: Knobs | None = None) -> web.Application:
     """The emulator application."""
     app = web.Application(middlewares=[openai_middleware], client_max_size=210 * 1024 * 1024)
     app[EMULATOR] = Emulator(knobs)
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    # on_shutdown runs before aiohttp waits for handlers in progress (up to its shutdown
+    # timeout), so a long response_delay_seconds never holds up stopping the emulator.
+    app.on_shutdown.append(closing)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -85,6 +85,8 @@ class EmuBatch:
     tokens: int = 0
     usage: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    odd_status: str | None = None  # reported instead of `status` by the next retrievals...
+    odd_retrievals: int = 0  # ...this many of them
 
     def to_json(self) -> dict[str, Any]:
         """The Batch shape, every key present, null where unset."""
@@ -157,11 +159,25 @@ class Emulator:
             created_at=self.now(),
             outcome=next_outcome(self.knobs),
         )
+        if self.knobs.odd_status is not None:  # armed for this one batch: disarm it
+            batch.odd_status, batch.odd_retrievals = (
+                self.knobs.odd_status,
+                self.knobs.odd_status_retrieves,
+            )
+            self.knobs.odd_status = None
         self.batches[batch.id] = batch
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return batch
+
+    def retrieve(self, batch: EmuBatch) -> dict[str, Any]:
+        """The Batch object as a retrieval answers it: the armed odd status first, if any."""
+        body = batch.to_json()
+        if batch.odd_retrievals > 0:
+            batch.odd_retrievals -= 1
+            body["status"] = batch.odd_status
+        return body
 
     def enqueued_tokens(self) -> dict[str, int]:
         """Prompt tokens per model over batches that are not finished."""
