@@ -1,7 +1,15 @@
-"""Shared fixtures: a real PostgreSQL, a migrated template, a fresh database per test."""
+"""Shared fixtures: a real PostgreSQL, a migrated template, a fresh database per test.
+
+A test's database is cloned from the migrated template, or is one an earlier test used
+and that was emptied after it: CREATE and DROP DATABASE cost about 0.6 s together on a
+disk that syncs slowly, TRUNCATE about a fifth of that. A database whose schema or
+migration records a test changed is dropped instead of reused, so every test starts
+from the template's schema with no rows.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -23,6 +31,58 @@ from tests.pgharness import Server, find_or_start
 
 _counter = itertools.count()
 _sources: list[str] = []
+_clean: list[str] = []  # databases emptied after their test, in the template's schema
+
+_SCHEMA = """
+SELECT c.relkind::text, c.relname FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'f', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'm', name || ' ' || checksum FROM schema_migrations
+ORDER BY 1, 2
+"""
+_KEPT = ("schema_migrations",)  # the template's rows a test database keeps
+
+
+async def _schema(dsn: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [(r[0], r[1]) for r in await conn.fetch(_SCHEMA)]
+    finally:
+        await conn.close()
+
+
+async def _empty_for_reuse(admin: asyncpg.Connection, dsn: str, name: str, schema: object) -> bool:
+    """Close what the test left connected, and empty every table if the schema is the
+    template's; False when the database cannot be reused."""
+    others = "SELECT {} FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+    await admin.execute(others.format("pg_terminate_backend(pid)"), name)
+    # Terminating only signals: wait until they are gone, so that the next test sees no
+    # session of this one (tests count their LISTEN connections, for one).
+    for _ in range(200):
+        if not await admin.fetchval(others.format("count(*)"), name):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        return False
+    conn = await asyncpg.connect(dsn)
+    try:
+        if [(r[0], r[1]) for r in await conn.fetch(_SCHEMA)] != schema:
+            return False
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT quote_ident(tablename) FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> ALL($1::text[])",
+                list(_KEPT),
+            )
+        ]
+        await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        return True
+    finally:
+        await conn.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -49,10 +109,17 @@ async def template_db(pg_server: Server) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         await admin.execute(f"CREATE DATABASE {name}")
         await migrate(with_database(pg_server.dsn, name))
+        _template_schema.append(await _schema(with_database(pg_server.dsn, name)))
         yield name
+        for clean in _clean:
+            await admin.execute(f"DROP DATABASE IF EXISTS {clean} WITH (FORCE)")
+        _clean.clear()
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+_template_schema: list[list[tuple[str, str]]] = []
 
 
 @contextlib.asynccontextmanager
@@ -73,9 +140,22 @@ async def _scratch_database(
 
 @pytest.fixture
 async def db_dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test; dropped afterwards."""
-    async with _scratch_database(pg_server, "bl_test", template_db) as dsn:
+    """A migrated database with no rows for one test; emptied for the next one afterwards."""
+    admin = await asyncpg.connect(pg_server.dsn)
+    try:
+        if _clean:
+            name = _clean.pop()
+        else:
+            name = f"bl_test_{os.getpid()}_{next(_counter)}"
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        dsn = with_database(pg_server.dsn, name)
         yield dsn
+        if await _empty_for_reuse(admin, dsn, name, _template_schema[0]):
+            _clean.append(name)
+        else:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
