@@ -19,10 +19,11 @@ class TransientError(Exception):
 class PermanentError(Exception):
     """OpenAI refused the call for good (4xx): record it and move on."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.status = status
 
 
 def _classify(exc: openai.APIError) -> Exception:
@@ -33,7 +34,7 @@ def _classify(exc: openai.APIError) -> Exception:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500 or exc.status_code in (408, 409, 429):
             return TransientError(str(exc))
-        return PermanentError(str(exc.code or exc.status_code), exc.message)
+        return PermanentError(str(exc.code or exc.status_code), exc.message, exc.status_code)
     return TransientError(str(exc))
 
 

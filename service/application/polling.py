@@ -102,7 +102,7 @@ class Polling:
         if batch.state is BatchState.CANCELLING and seen.status in RUNNING_AT_OPENAI:
             # The cancel is recorded but OpenAI has not taken it (a crash or an outage
             # came in between): send it again; OpenAI treats a repeated cancel as one.
-            await send_cancel(self.gateway, self.log, bid, batch.openai_batch_id)
+            await send_cancel(self.gateway, log, bid, batch.openai_batch_id)
         faults.point("poller.after_observe")
         return len(events) + await self.finish(bid)
 

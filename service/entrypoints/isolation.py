@@ -41,10 +41,18 @@ class Backoff:
 
     def failed(self, key: str) -> float:
         """Record a failure; the seconds the item now waits."""
+        self._forget_long_settled()
         count = self._failures.get(key, (0, 0.0))[0] + 1
         delay: float = min(self.max_seconds, self.base_seconds * 2.0 ** (count - 1))
         self._failures[key] = (count, self.clock() + delay)
         return delay
+
+    def _forget_long_settled(self) -> None:
+        # An item that ended elsewhere (another instance, a group with nothing left) never
+        # succeeds here: forget it once its wait is long over, so the map stays bounded.
+        horizon = self.clock() - self.max_seconds
+        for key in [k for k, (_, until) in self._failures.items() if until < horizon]:
+            del self._failures[key]
 
     def succeeded(self, key: str) -> None:
         """Forget an item's failures."""

@@ -8,15 +8,16 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from aiohttp import web
+
 from service.adapters.database import migrate
 from service.adapters.openai_gateway import PermanentError, TransientError
 from service.config import Settings, StartupError
+from service.entrypoints.api.server import serve_until, start_api
 from service.entrypoints.runtime import Runtime
 from service.logs import configure, get_logger
 
 OPENAI_CHECK_SECONDS = 10.0
-# OpenAI answers that mean the settings are wrong, not that OpenAI is down for a while.
-_REFUSED_KEY = {"invalid_api_key", "401", "403", "insufficient_permissions"}
 
 
 async def serve(
@@ -36,16 +37,17 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Future[None]] = []
+    runner: web.AppRunner | None = None
     try:
         jobs: list[Coroutine[Any, Any, None]] = []
         if api:
-            from service.entrypoints.api.server import serve_until, start_api
-
             runner = await start_api(runtime.store, runtime.app, runtime.metrics, settings)
-            jobs.append(serve_until(runner, stop))
         running = runtime.schedulers() if schedulers else []
         if running:
             await check_openai(runtime, settings, log)
+        if runner is not None:
+            jobs.append(serve_until(runner, stop))
+            runner = None  # serve_until closes it from now on
         if projections:
             jobs += [r.run(stop) for r in runtime.runners]
         jobs += [s.run(stop) for s in running]
@@ -58,6 +60,8 @@ async def serve(
     finally:
         stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        if runner is not None:  # started, then a check refused to go on
+            await runner.cleanup()
         with contextlib.suppress(Exception):
             await runtime.close()
         log.info("serve.stopped")
@@ -74,7 +78,7 @@ async def check_openai(runtime: Runtime, settings: Settings, log: Any) -> None:
     try:
         await runtime.gateway.check(OPENAI_CHECK_SECONDS)
     except PermanentError as exc:
-        if exc.code in _REFUSED_KEY:
+        if exc.status in (401, 403):  # the settings are wrong, not OpenAI down for a while
             raise StartupError(
                 f"OpenAI at {where} refuses OPENAI_API_KEY ({exc.code}): {exc.message[:200]}"
             ) from None

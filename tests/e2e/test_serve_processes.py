@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -232,3 +233,78 @@ async def test_serve_whose_port_is_taken_exits_1_before_any_scheduler_works(
     assert planned == 0, "a batch was planned by a serve that could not start"
     assert emulator.state.files == {}
     assert emulator.state.batches == {}
+
+
+async def test_serve_whose_openai_key_is_refused_exits_1_before_any_scheduler_works(
+    db_dsn: str, emulator: Running, crash_store: EventStore
+) -> None:
+    from aiohttp import web
+
+    from service.net import free_port
+
+    async def refuse(request: web.Request) -> web.Response:
+        error = {"message": "Incorrect API key provided.", "type": "invalid_request_error"}
+        return web.json_response({"error": {**error, "code": None}}, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    openai_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", openai_port).start()
+    await queue(crash_store, 3)
+    refusing = f"http://127.0.0.1:{openai_port}/v1"
+    env = serve_env(db_dsn, emulator, OPENAI_BASE_URL=refusing, PORT=str(free_port()))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service.entrypoints.cli", "serve",
+            env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    finally:
+        await runner.cleanup()
+    text = err.decode()
+    assert proc.returncode == 1, text[-2000:]
+    assert "refuses OPENAI_API_KEY" in text
+    assert "never awaited" not in text
+    assert "Traceback" not in text
+    planned = await crash_store.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'BatchPlanned'"
+    )
+    assert planned == 0
+
+
+async def test_serve_says_at_start_what_it_runs_and_what_is_disabled_and_why(
+    db_dsn: str, emulator: Running
+) -> None:
+    import json
+
+    env = serve_env(db_dsn, emulator, LOG_LEVEL="INFO", BATCH_CREATION_ENABLED="false")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.entrypoints.cli", "serve", "--no-api", "--no-projections",
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    lines = []
+    try:
+        async with asyncio.timeout(30):
+            assert proc.stderr is not None
+            while not any(line.get("event") == "serve.started" for line in lines):
+                raw = await proc.stderr.readline()
+                assert raw, "serve exited before it started"
+                with contextlib.suppress(ValueError):
+                    lines.append(json.loads(raw))
+    finally:
+        await stop(proc)
+    disabled = {
+        (line.get("scheduler"), line["reason"])
+        for line in lines
+        if line.get("event") in ("scheduler.disabled", "projections.disabled")
+    }
+    assert disabled == {
+        ("batch-creator", "BATCH_CREATION_ENABLED=false"),
+        (None, "--no-projections"),
+    }
+    (started,) = [line for line in lines if line["event"] == "serve.started"]
+    assert started["schedulers"] == ["batch-poller"]
+    assert (started["projections"], started["api"]) == (False, None)

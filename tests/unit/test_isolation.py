@@ -53,3 +53,14 @@ async def test_a_failure_of_the_service_itself_stops_the_pass_instead_of_one_ite
     with pytest.raises(type(failure)):
         await isolation.run("batch.poll", "b1", work)
     assert isolation.backoff.ready("b1"), "not an item's failure: nothing to back off"
+
+
+def test_backoff_forgets_items_whose_wait_is_long_over_so_it_stays_bounded() -> None:
+    now = [0.0]
+    backoff = Backoff(base_seconds=1, max_seconds=10, clock=lambda: now[0])
+    for i in range(100):
+        backoff.failed(f"ended-elsewhere-{i}")
+    now[0] = 100.0
+    backoff.failed("b1")
+    assert backoff.failures("ended-elsewhere-0") == 0
+    assert backoff.failures("b1") == 1
