@@ -145,12 +145,20 @@ async def db_dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
     try:
         if _clean:
             name = _clean.pop()
+            await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         else:
             name = f"bl_test_{os.getpid()}_{next(_counter)}"
             await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
         dsn = with_database(pg_server.dsn, name)
         yield dsn
-        if await _empty_for_reuse(admin, dsn, name, _template_schema[0]):
+        try:
+            reusable = await _empty_for_reuse(admin, dsn, name, _template_schema[0])
+        except (OSError, asyncpg.PostgresError):
+            reusable = False  # dropped below rather than reused half-emptied
+        if reusable:
+            # Closed while it waits, so that a task a test leaked cannot reconnect and
+            # write into the next test's database.
+            await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
             _clean.append(name)
         else:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
