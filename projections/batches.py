@@ -123,7 +123,7 @@ def _observed(row: BatchRow, event: BatchStatusObserved, at: datetime) -> None:
     row.counts_total, row.counts_completed, row.counts_failed = c.total, c.completed, c.failed
     row.output_file_id, row.error_file_id = event.output_file_id, event.error_file_id
     if event.errors:
-        row.last_error = "; ".join(f"{e.code}: {e.message}" for e in event.errors[:3])
+        row.last_error = "; ".join(e.describe() for e in event.errors[:3])
     if row.status in ENDED_AT_OPENAI:
         row.finished_at = at
 

@@ -22,6 +22,7 @@ from statemachine.decider import Decider, one_at_a_time
 from statemachine.errors import AlreadyExists, InvalidTransition, NotFound
 from statemachine.events import (
     BatchCancelRequested,
+    BatchError,
     BatchEvent,
     BatchFileUploaded,
     BatchOutputLineRejected,
@@ -54,7 +55,12 @@ BatchCommand = (
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
-    """A batch as its events left it; `version` is its stream version."""
+    """A batch as its events left it; `version` is its stream version.
+
+    `errors` are the reasons a failed batch failed, as OpenAI reported them (`errors.data`,
+    with the input line each one names) or as our submission was refused; `failure_code`
+    and `failure_message` repeat the first of them.
+    """
 
     batch_id: str
     company_id: str
@@ -71,6 +77,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     released: bool = False
     failure_code: str | None = None
     failure_message: str | None = None
+    errors: list[BatchError] = msgspec.field(default_factory=list)
     version: int = 0
 
 
@@ -312,13 +319,19 @@ def _record(b: Batch, event: BatchEvent) -> Batch:
                 openai_status="validating",
             )
         case BatchSubmissionFailed():
-            return replace(b, failure_code=event.code, failure_message=event.message)
+            return replace(
+                b,
+                failure_code=event.code,
+                failure_message=event.message,
+                errors=[BatchError(code=event.code, message=event.message)],
+            )
         case BatchStatusObserved():
             first = event.errors[0] if event.errors else None
             return replace(
                 b,
                 failure_code=first.code if first else b.failure_code,
                 failure_message=first.message if first else b.failure_message,
+                errors=list(event.errors) if event.errors else b.errors,
                 openai_status=event.openai_status,
                 request_counts=event.request_counts,
                 output_file_id=event.output_file_id,

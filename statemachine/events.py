@@ -43,6 +43,13 @@ class BatchError(msgspec.Struct, frozen=True, kw_only=True):
     line: int | None = None
     param: str | None = None
 
+    def describe(self) -> str:
+        """The error as logs and views show it: where (line, param), code, message."""
+        where = [f"line {self.line}"] if self.line is not None else []
+        where += [self.param] if self.param else []
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{prefix}{self.code}: {self.message}"
+
 
 # -- request stream: request-<id> ---------------------------------------------------
 

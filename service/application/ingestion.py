@@ -21,12 +21,14 @@ from statemachine.commands import (
     RejectedLine,
     ReleaseRequests,
 )
-from statemachine.events import RequestEvent, RequestRequeued, Usage
+from statemachine.events import BatchError, RequestEvent, RequestRequeued, Usage
 from statemachine.request import REQUEST_MACHINE, REQUESTS, Request
 
 RETRYABLE_BATCH_FAILURES = frozenset(
     {"token_limit_exceeded", "rate_limit_exceeded", "server_error"}
 )
+INVALID_ELSEWHERE = "batch_invalid_elsewhere"  # a request whose batch another line failed
+LISTED_LINES = 5  # offending lines a request's message names; "and N more" beyond
 
 
 class _Error(msgspec.Struct):
@@ -100,6 +102,70 @@ class IngestResult:
     rejected: list[RejectedLine] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """What a failed batch makes of one of its requests (hashable: requests share a few)."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+def retryable_batch_error(error: BatchError) -> bool:
+    """Whether another batch may succeed where this error failed one: a transient refusal,
+    or OpenAI's missing input file (the next batch uploads a file of its own)."""
+    missing_input_file = error.code == "invalid_request" and error.param == "file_id"
+    return error.code in RETRYABLE_BATCH_FAILURES or missing_input_file
+
+
+def release_verdicts(
+    request_ids: Sequence[str], errors: Sequence[BatchError]
+) -> dict[str, Verdict]:
+    """What each request of a failed batch becomes; line n of its input file is
+    `request_ids[n-1]`.
+
+    A request whose line an error names fails with that line's first error. Every other
+    request gets the first error that names no line, if any; else, when errors name lines,
+    it was not at fault and fails as retryable `batch_invalid_elsewhere`.
+    """
+    blamed = _first_error_per_line(errors)
+    verdicts = dict.fromkeys(request_ids, _unblamed(errors, blamed))
+    for line, error in blamed.items():
+        if 1 <= line <= len(request_ids):
+            verdicts[request_ids[line - 1]] = _verdict(error)
+    return verdicts
+
+
+def _verdict(error: BatchError) -> Verdict:
+    return Verdict(error.code, error.message, retryable_batch_error(error))
+
+
+def _first_error_per_line(errors: Sequence[BatchError]) -> dict[int, BatchError]:
+    by_line: dict[int, BatchError] = {}
+    for error in errors:
+        if error.line is not None:
+            by_line.setdefault(error.line, error)
+    return by_line
+
+
+def _unblamed(errors: Sequence[BatchError], blamed: Mapping[int, BatchError]) -> Verdict:
+    """What a request that no error names becomes."""
+    general = next((e for e in errors if e.line is None), None)
+    if general is not None:
+        return _verdict(general)
+    if blamed:
+        return Verdict(INVALID_ELSEWHERE, _refused_elsewhere(blamed), retryable=True)
+    return Verdict("batch_failed", "the batch failed", retryable=False)
+
+
+def _refused_elsewhere(blamed: Mapping[int, BatchError]) -> str:
+    """'not run: OpenAI refused line 2 (invalid_request) of this batch', and the like."""
+    lines = sorted(blamed)
+    named = ", ".join(f"{n} ({blamed[n].code})" for n in lines[:LISTED_LINES])
+    more = f" and {len(lines) - LISTED_LINES} more" if len(lines) > LISTED_LINES else ""
+    noun = "line" if len(lines) == 1 else "lines"
+    return f"not run: OpenAI refused {noun} {named}{more} of this batch"
 
 
 def _failure(rid: str, command: FailRequest, events: Sequence[RequestEvent]) -> Failure:
@@ -287,23 +353,25 @@ class Ingestion:
         return result
 
     async def release(self, batch_id: str) -> list[Failure] | None:
-        """Send a failed batch's requests back (or fail them); what became of each, or None."""
+        """Send a failed batch's requests back or fail them, each as `release_verdicts` says;
+        what became of each (those failed for good first), or None when there is nothing
+        to do."""
         batch = await self.ledger.load(BATCHES, batch_id)
         if batch is None or not BATCH_MACHINE.accepts(batch.state, "release_requests", batch, None):
             return None
-        code = batch.failure_code or "batch_failed"
-        message = batch.failure_message or "the batch failed"
-        retryable = code in RETRYABLE_BATCH_FAILURES
+        verdicts = release_verdicts(batch.request_ids, batch.errors)
+        commands = {
+            v: self._fail(batch, v.code, v.message, v.retryable) for v in set(verdicts.values())
+        }
         loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         unit = Unit(self.ledger, self.actor)
-        fail = self._fail(batch, code, message, retryable)
-        failures = [
-            _failure(rid, fail, unit.decide(REQUESTS, rid, request, fail))
-            for rid, request in loaded.items()
-            if request is not None and _applies(request, fail)
-        ]
+        failures: list[Failure] = []
+        for rid, request in loaded.items():
+            fail = commands[verdicts[rid]]
+            if request is not None and _applies(request, fail):
+                failures.append(_failure(rid, fail, unit.decide(REQUESTS, rid, request, fail)))
         requeued = sum(f.requeued for f in failures)
         release = ReleaseRequests(requeued=requeued, failed=len(failures) - requeued)
         unit.decide(BATCHES, batch_id, batch, release)
         await unit.commit()
-        return failures
+        return sorted(failures, key=lambda f: f.requeued)

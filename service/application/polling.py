@@ -123,7 +123,7 @@ class Polling:
                 self.metrics.unrecognized_statuses.labels(status=observe.openai_status).inc()
             log.warning("batch.status_unrecognized", state=batch.state.value, **fields)
         elif observe.openai_status == "failed":
-            errors = [f"{e.code}: {e.message}" for e in observe.errors[:5]]
+            errors = [e.describe() for e in observe.errors[:5]]
             log.error("batch.failed_at_openai", errors=errors, **fields)
         elif observe.openai_status == "expired":
             log.warning("batch.expired", **fields)
@@ -175,7 +175,8 @@ def log_failures(log: Any, failures: list[Failure], sample: int = FAILURE_LOG_SA
         )
     if len(failures) > sample:
         codes = Counter(f.code for f in failures)
-        log.error(
+        final = any(not f.requeued for f in failures)
+        (log.error if final else log.warning)(
             "batch.failures_summarized",
             failed=len(failures),
             logged=sample,

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import openai
+import pytest
 from openai.types import Batch
 
 from service.application.analysis import chat_body
@@ -39,10 +40,29 @@ def jsonl(lines: list[Any]) -> bytes:
     return b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines)
 
 
-async def submit(client: openai.AsyncOpenAI, lines: list[Any], **kwargs: Any) -> Batch:
+async def submit(
+    client: openai.AsyncOpenAI,
+    lines: list[Any],
+    *,
+    endpoint: Any = "/v1/chat/completions",
+    **kwargs: Any,
+) -> Batch:
     f = await client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
     return await client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", **kwargs
+        input_file_id=f.id, endpoint=endpoint, completion_window="24h", **kwargs
+    )
+
+
+async def outputs(
+    client: openai.AsyncOpenAI, lines: list[Any], *, endpoint: Any = "/v1/chat/completions"
+) -> tuple[Batch, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run a batch to its end: the batch, its output lines and its error lines."""
+    batch = await submit(client, lines, endpoint=endpoint)
+    done = await wait_until(client, batch.id, "completed", "failed")
+    return (
+        done,
+        await lines_of(client, done.output_file_id),
+        await lines_of(client, done.error_file_id),
     )
 
 
@@ -64,3 +84,17 @@ async def lines_of(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict
         return []
     content = await client.files.content(file_id)
     return [json.loads(x) for x in content.text.splitlines() if x.strip()]
+
+
+async def refused_batch(client: openai.AsyncOpenAI, **overrides: Any) -> openai.BadRequestError:
+    """The 400 a batch creation gets when `overrides` change a valid request."""
+    f = await client.files.create(file=("in.jsonl", jsonl([line("a")])), purpose="batch")
+    args = {
+        "input_file_id": f.id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        **overrides,
+    }
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.batches.create(**args)
+    return info.value

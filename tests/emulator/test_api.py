@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import openai
 import pytest
 
 from tests.conftest import Running
-from tests.emulator.helpers import jsonl, line, lines_of, submit, wait_until
+from tests.emulator.helpers import jsonl, line, lines_of, refused_batch, submit, wait_until
 
 
 async def test_file_upload_retrieve_list_content_and_delete(client: openai.AsyncOpenAI) -> None:
@@ -53,25 +55,27 @@ async def test_create_batch_without_required_parameter_is_a_400(emulator: Runnin
         assert r.headers["x-request-id"].startswith("req_")
 
 
-async def test_create_batch_with_a_bad_window_or_metadata_is_invalid_value(
+async def test_create_batch_with_a_bad_window_is_invalid_value(
     client: openai.AsyncOpenAI,
 ) -> None:
-    f = await client.files.create(file=("in.jsonl", jsonl([line("a")])), purpose="batch")
-    with pytest.raises(openai.BadRequestError) as info:
-        await client.batches.create(
-            input_file_id=f.id,
-            endpoint="/v1/chat/completions",
-            completion_window="48h",  # type: ignore[arg-type]
-        )
-    assert info.value.code == "invalid_value"
-    for metadata in ({f"k{i}": "v" for i in range(17)}, {"k" * 65: "v"}, {"k": "v" * 513}):
-        with pytest.raises(openai.BadRequestError):
-            await client.batches.create(
-                input_file_id=f.id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                metadata=metadata,
-            )
+    refused = await refused_batch(client, completion_window="48h")
+    assert (refused.code, refused.param) == ("invalid_value", "completion_window")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code", "param"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "object_above_max_properties", "metadata"),
+        ({"k" * 65: "v"}, "invalid_value", "metadata"),
+        ({"k": "v" * 513}, "string_above_max_length", "metadata.k"),
+        ({"k": None}, "invalid_type", "metadata.k"),
+    ],
+)
+async def test_create_batch_with_metadata_out_of_bounds_names_the_problem(
+    client: openai.AsyncOpenAI, metadata: dict[str, Any], code: str, param: str
+) -> None:
+    refused = await refused_batch(client, metadata=metadata)
+    assert (refused.code, refused.param) == (code, param)
 
 
 async def test_unknown_batch_is_a_404(client: openai.AsyncOpenAI) -> None:

@@ -11,12 +11,22 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
+from service.tools.emulator.bodies import ENDPOINTS
 from service.tools.emulator.knobs import KnobError, Knobs, with_knobs
+from service.tools.emulator.params import (
+    Int,
+    Obj,
+    ParamError,
+    Str,
+    check,
+    check_object,
+    invalid_value,
+    missing,
+)
 from service.tools.emulator.state import UNFINISHED, Emulator
 
 EMULATOR = web.AppKey("emulator", Emulator)
 CLOSING = web.AppKey("closing", asyncio.Event)  # set on shutdown: held answers go out at once
-ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -109,61 +119,93 @@ def _emu(request: web.Request) -> Emulator:
     return request.app[EMULATOR]
 
 
-async def upload_file(request: web.Request) -> web.Response:
-    """POST /v1/files (multipart: purpose, file)."""
-    emu = _emu(request)
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+DEFAULT_BATCH_FILE_SECONDS = 30 * 24 * 3600  # OpenAI: batch files expire after 30 days
+EXPIRES_AFTER = Obj(
+    fields={"anchor": Str(choices=("created_at",)), "seconds": Int(ge=3600, le=2_592_000)},
+    required=("anchor", "seconds"),
+)
+
+
+def _param_error(exc: ParamError) -> ApiError:
+    return ApiError(400, exc.message, param=exc.param, code=exc.code)
+
+
+class Upload(msgspec.Struct):
+    """The fields of a multipart upload, as read."""
+
+    purpose: str | None = None
+    filename: str | None = None
+    content: bytes | None = None
+    expires_after: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+async def _read_upload(request: web.Request, max_bytes: int) -> Upload:
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "Expected multipart/form-data.", param="file")
-    purpose, filename, content = None, None, None
-    reader = await request.multipart()
-    async for part in reader:
+    upload = Upload()
+    async for part in await request.multipart():
         if not isinstance(part, BodyPartReader):
             continue
         if part.name == "purpose":
-            purpose = (await part.text()).strip()
+            upload.purpose = (await part.text()).strip()
         elif part.name == "file":
-            filename = part.filename or "upload.jsonl"
-            content = await part.read(decode=False)
-            if len(content) > emu.knobs.max_file_bytes:
+            upload.filename = part.filename or "upload.jsonl"
+            upload.content = bytes(await part.read(decode=False))
+            if len(upload.content) > max_bytes:
                 raise ApiError(
                     400,
-                    f"File is larger than {emu.knobs.max_file_bytes} bytes.",
+                    f"File is larger than {max_bytes} bytes.",
                     param="file",
                     code="file_too_large",
                 )
-    if purpose is None:
-        raise ApiError(
-            400,
-            "Missing required parameter: 'purpose'.",
-            param="purpose",
-            code="missing_required_parameter",
-        )
-    if content is None or filename is None:
-        raise ApiError(
-            400,
-            "Missing required parameter: 'file'.",
-            param="file",
-            code="missing_required_parameter",
-        )
-    if purpose != "batch":
-        raise ApiError(
-            400,
-            f"Invalid value for 'purpose': {purpose!r}; this emulator accepts 'batch'.",
-            param="purpose",
-            code="invalid_value",
-        )
-    if not filename.endswith(".jsonl"):
+        elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
+            text = (await part.text()).strip()
+            key = part.name[len("expires_after[") : -1]
+            upload.expires_after[key] = int(text) if key == "seconds" and _integer(text) else text
+        else:
+            raise ApiError(400, f"Unrecognized request argument supplied: {part.name}")
+    return upload
+
+
+def _integer(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _expiry(upload: Upload) -> int | None:
+    """Seconds until the uploaded file expires, or None if it never does."""
+    if not upload.expires_after:
+        return DEFAULT_BATCH_FILE_SECONDS if upload.purpose == "batch" else None
+    try:
+        check(upload.expires_after, EXPIRES_AFTER, "expires_after")
+    except ParamError as exc:
+        raise _param_error(exc) from None
+    return int(upload.expires_after["seconds"])
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    """POST /v1/files (multipart: purpose, file, optional expires_after)."""
+    emu = _emu(request)
+    upload = await _read_upload(request, emu.knobs.max_file_bytes)
+    if upload.purpose is None:
+        raise _param_error(missing("purpose"))
+    if upload.content is None or upload.filename is None:
+        raise _param_error(missing("file"))
+    if upload.purpose not in PURPOSES:
+        raise _param_error(invalid_value(upload.purpose, PURPOSES, "purpose"))
+    if upload.purpose == "batch" and not upload.filename.endswith(".jsonl"):
         raise ApiError(
             400,
             "Invalid file format for Batch API. Must be .jsonl",
             param="file",
             code="invalid_file_format",
         )
-    return web.json_response(emu.add_file(filename, purpose, bytes(content)).to_json())
+    stored = emu.add_file(upload.filename, upload.purpose, upload.content, _expiry(upload))
+    return web.json_response(stored.to_json())
 
 
 def _file(request: web.Request) -> Any:
-    f = _emu(request).files.get(request.match_info["file_id"])
+    f = _emu(request).file(request.match_info["file_id"])
     if f is None:
         raise ApiError(404, f"No such File object: {request.match_info['file_id']}", param="id")
     return f
@@ -242,88 +284,58 @@ async def list_files(request: web.Request) -> web.Response:
     return web.json_response(_page(files, request, 10_000, 10_000))
 
 
-class CreateBatch(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of POST /v1/batches."""
+CREATE_BATCH = Obj(
+    fields={
+        "input_file_id": Str(min_length=1),
+        "endpoint": Str(choices=ENDPOINTS),
+        "completion_window": Str(choices=("24h",)),
+        "metadata": Obj(values=Str(max_length=512), max_properties=16, max_key_length=64),
+        "output_expires_after": EXPIRES_AFTER,
+    },
+    required=("input_file_id", "endpoint", "completion_window"),
+)
+UNPARSABLE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON. If you have trouble figuring out how to fix this, please contact "
+    "us through our help center at help.openai.com.)"
+)
 
-    input_file_id: str | None = None
-    endpoint: str | None = None
-    completion_window: str | None = None
-    metadata: dict[str, str] | None = None
-    output_expires_after: dict[str, Any] | None = None
 
-
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > 16:
-        raise ApiError(
-            400,
-            "Invalid 'metadata': at most 16 key-value pairs.",
-            param="metadata",
-            code="invalid_value",
-        )
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise ApiError(
-                400,
-                f"Invalid 'metadata': key {key[:20]!r}... longer than 64 characters.",
-                param="metadata",
-                code="invalid_value",
-            )
-        if len(value) > 512:
-            raise ApiError(
-                400,
-                f"Invalid 'metadata': value of {key!r} longer than 512 characters.",
-                param="metadata",
-                code="invalid_value",
-            )
+async def _json_body(request: web.Request, spec: Obj) -> dict[str, Any]:
+    """The request's JSON object, checked against `spec` as OpenAI checks a body."""
+    try:
+        body = msgspec.json.decode(await request.read())
+    except msgspec.DecodeError:
+        raise ApiError(400, UNPARSABLE) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, UNPARSABLE)
+    try:
+        check_object(body, spec)
+    except ParamError as exc:
+        raise _param_error(exc) from None
+    return body
 
 
 async def create_batch(request: web.Request) -> web.Response:
-    """POST /v1/batches."""
+    """POST /v1/batches; an input file that does not exist fails the batch in validation."""
     emu = _emu(request)
-    try:
-        body = msgspec.json.decode(await request.read(), type=CreateBatch)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ApiError(400, f"Invalid request body: {exc}", code="invalid_value") from None
-    for name in ("input_file_id", "endpoint", "completion_window"):
-        if getattr(body, name) is None:
-            raise ApiError(
-                400,
-                f"Missing required parameter: '{name}'.",
-                param=name,
-                code="missing_required_parameter",
-            )
-    assert body.input_file_id
-    assert body.endpoint
-    assert body.completion_window
-    if body.endpoint not in ENDPOINTS:
-        raise ApiError(
-            400,
-            f"Invalid value for 'endpoint': {body.endpoint!r}.",
-            param="endpoint",
-            code="invalid_value",
-        )
-    if body.completion_window != "24h":
-        raise ApiError(
-            400,
-            "Invalid value for 'completion_window': only '24h' is supported.",
-            param="completion_window",
-            code="invalid_value",
-        )
-    _check_metadata(body.metadata)
-    source = emu.files.get(body.input_file_id)
-    if source is None:
-        raise ApiError(404, f"No such File object: {body.input_file_id}", param="input_file_id")
-    if source.purpose != "batch":
+    body = await _json_body(request, CREATE_BATCH)
+    source = emu.file(body["input_file_id"])
+    if source is not None and source.purpose != "batch":
         raise ApiError(
             400,
             "The input file must have purpose 'batch'.",
             param="input_file_id",
             code="invalid_value",
         )
+    expiry = body.get("output_expires_after") or {}
     batch = emu.create_batch(
-        body.input_file_id, body.endpoint, body.completion_window, body.metadata
+        body["input_file_id"],
+        body["endpoint"],
+        body["completion_window"],
+        body.get("metadata"),
+        expiry.get("seconds"),
     )
     return web.json_response(batch.to_json())
 

@@ -9,7 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 Outcome = Literal["complete", "fail", "expire", "cancel", "stuck_finalizing"]
-DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4-turbo", "gpt-5-mini"]
+DEFAULT_MODELS = [
+    *("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4-turbo", "gpt-5-mini"),
+    *("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"),
+    *("gpt-3.5-turbo-instruct", "babbage-002", "davinci-002"),
+]
 OPENAI_MAX_FILE_BYTES = 200 * 1024 * 1024
 
 # The ranges are declared here, once: POST /_emulator/knobs, POST /_emulator/reset and
@@ -56,6 +60,11 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # retrievals; creating it disarms the knob (back to None).
     odd_status: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     odd_status_retrieves: Count = 3
+    # Validation refuses these input lines (1-based) of every batch while set: a stand-in for
+    # whatever rule OpenAI may add that one of our lines breaks.
+    rejected_input_lines: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]], msgspec.Meta(max_length=10_000)
+    ] = msgspec.field(default_factory=list)
 
 
 def next_outcome(knobs: Knobs) -> Outcome:

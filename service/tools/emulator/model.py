@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from service.application.analysis import SCHEMA_NAME, Category, Sentiment
+from service.application.analysis import Category, Sentiment
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _POSITIVE = {
@@ -108,16 +108,67 @@ def count_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
-    """Tokens of a chat request's messages."""
+def _chat_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages") or []
-    return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
+    return sum(
+        count_tokens(_content(m.get("content"))) + 4 for m in messages if isinstance(m, dict)
+    )
+
+
+def _content(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content array."""
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return "" if content is None else str(content)
+
+
+def texts(value: Any) -> list[str]:
+    """The texts of a prompt or input: a string, strings, or token arrays (shown as numbers)."""
+    items = value if isinstance(value, list) else [value]
+    return [
+        " ".join(map(str, x)) if isinstance(x, list) else str(x) for x in items if x is not None
+    ]
+
+
+def _texts_tokens(value: Any) -> int:
+    items = value if isinstance(value, list) else [value]
+    return sum(len(x) if isinstance(x, list) else count_tokens(str(x)) for x in items)
+
+
+def _responses_text(body: dict[str, Any]) -> str:
+    value = body.get("input")
+    if isinstance(value, list):
+        return "\n".join(_content(i.get("content")) for i in value if isinstance(i, dict))
+    return "" if value is None else str(value)
+
+
+def input_tokens(endpoint: str, body: dict[str, Any]) -> int:
+    """Tokens a request's input costs at `endpoint`."""
+    if endpoint == "/v1/chat/completions":
+        return _chat_tokens(body)
+    if endpoint == "/v1/completions":
+        return _texts_tokens(body.get("prompt"))
+    if endpoint == "/v1/embeddings":
+        return _texts_tokens(body.get("input"))
+    instructions = count_tokens(str(body["instructions"])) if body.get("instructions") else 0
+    return instructions + count_tokens(_responses_text(body))
+
+
+def prompt_text(endpoint: str, body: dict[str, Any]) -> str:
+    """The text an answer is derived from: the user's messages, the prompt or the input."""
+    if endpoint == "/v1/chat/completions":
+        return _user_text(body)
+    if endpoint == "/v1/responses":
+        return _responses_text(body)
+    return "\n".join(texts(body.get("prompt")))
 
 
 def _user_text(body: dict[str, Any]) -> str:
     messages = body.get("messages") or []
     return "\n".join(
-        str(m.get("content", ""))
+        _content(m.get("content"))
         for m in messages
         if isinstance(m, dict) and m.get("role") == "user"
     )
@@ -168,11 +219,11 @@ def analyse(transcript: str) -> dict[str, Any]:
     }
 
 
-def reply_content(body: dict[str, Any]) -> str:
-    """The assistant's content: the analysis JSON for our schema, a plain reply otherwise."""
-    fmt = body.get("response_format") or {}
-    schema = fmt.get("json_schema") or {} if isinstance(fmt, dict) else {}
-    if isinstance(schema, dict) and schema.get("name") == SCHEMA_NAME:
-        return _analysis_json(_user_text(body))
-    text = _user_text(body)
+def analysis_json(text: str) -> str:
+    """The pipeline's analysis of a transcript, as the JSON its schema asks for."""
+    return _analysis_json(text)
+
+
+def plain_reply(text: str) -> str:
+    """A reply when no format is asked for."""
     return f"Emulated reply to: {text[:80]}" if text else "Emulated reply."

@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
+from service.tools.emulator.answers import Context, answer
 from service.tools.emulator.knobs import Knobs, Outcome, next_outcome
-from service.tools.emulator.model import count_tokens, prompt_tokens, reply_content
-from service.tools.emulator.validation import validate
+from service.tools.emulator.validation import Parsed, missing_file, validate
 
 DAY = 24 * 3600
 _encode = msgspec.json.Encoder().encode
@@ -34,6 +34,7 @@ class StoredFile:
     purpose: str
     content: bytes
     created_at: int
+    expires_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The FileObject shape, every key present."""
@@ -45,7 +46,7 @@ class StoredFile:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "expires_at": None,
+            "expires_at": self.expires_at,
             "status_details": None,
         }
 
@@ -85,6 +86,7 @@ class EmuBatch:
     tokens: int = 0
     usage: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    output_expires_seconds: int | None = None  # output_expires_after.seconds, if given
     odd_status: str | None = None  # reported instead of `status` by the next retrievals...
     odd_retrievals: int = 0  # ...this many of them
 
@@ -140,14 +142,31 @@ class Emulator:
         """An id in OpenAI's style, reproducible under a seed."""
         return f"{prefix}{self.rng.getrandbits(hex_chars * 4):0{hex_chars}x}"
 
-    def add_file(self, filename: str, purpose: str, content: bytes) -> StoredFile:
-        """Store a file."""
-        f = StoredFile(self.new_id("file-"), filename, purpose, content, self.now())
+    def add_file(
+        self, filename: str, purpose: str, content: bytes, expires_in: int | None = None
+    ) -> StoredFile:
+        """Store a file; it expires `expires_in` seconds after its creation, if given."""
+        now = self.now()
+        expires_at = None if expires_in is None else now + expires_in
+        f = StoredFile(self.new_id("file-"), filename, purpose, content, now, expires_at)
         self.files[f.id] = f
         return f
 
+    def file(self, file_id: str) -> StoredFile | None:
+        """A stored file, or None if there is none or it has expired (then it is gone)."""
+        f = self.files.get(file_id)
+        if f is not None and f.expires_at is not None and f.expires_at <= self.now():
+            del self.files[file_id]
+            return None
+        return f
+
     def create_batch(
-        self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None
+        self,
+        input_file_id: str,
+        endpoint: str,
+        window: str,
+        metadata: dict[str, str] | None,
+        output_expires_seconds: int | None = None,
     ) -> EmuBatch:
         """Create a batch and start its lifecycle in the background."""
         batch = EmuBatch(
@@ -158,6 +177,7 @@ class Emulator:
             metadata=metadata,
             created_at=self.now(),
             outcome=next_outcome(self.knobs),
+            output_expires_seconds=output_expires_seconds,
         )
         if self.knobs.odd_status is not None:  # armed for this one batch: disarm it
             batch.odd_status, batch.odd_retrievals = (
@@ -214,10 +234,7 @@ class Emulator:
         if await self._step(batch, k.validating_seconds):
             self._finish(batch, [], 0, "cancelled", "batch_cancelled")
             return
-        source = self.files.get(batch.input_file_id)
-        parsed = validate(
-            source.content if source else b"", batch.endpoint, k, self.enqueued_tokens()
-        )
+        parsed = self._validate(batch)
         if batch.outcome == "fail" and not parsed.errors:
             parsed.errors.append(
                 {
@@ -246,6 +263,18 @@ class Emulator:
                 return
             await self._step(batch, k.finalizing_seconds)
             self._finish(batch, parsed.requests, len(parsed.requests), "completed", None)
+
+    def _validate(self, batch: EmuBatch) -> Parsed:
+        source = self.file(batch.input_file_id)
+        if source is None:  # never uploaded, deleted or expired: OpenAI fails it here
+            return Parsed(errors=[missing_file(batch.input_file_id)])
+        try:
+            return validate(source.content, batch.endpoint, self.knobs, self.enqueued_tokens())
+        except Exception as exc:  # a bug here must fail the batch, not leave it validating
+            message = f"The emulator could not validate this batch: {exc!r}"
+            return Parsed(
+                errors=[{"code": "server_error", "message": message, "param": None, "line": None}]
+            )
 
     async def _cancel_with_partial_output(
         self, batch: EmuBatch, requests: list[dict[str, Any]]
@@ -278,87 +307,53 @@ class Emulator:
                 err_lines.append(self._server_error_line(req["custom_id"]))
             else:
                 garbled = n - omitted < self.knobs.invalid_output_lines
-                out_lines.append(self._answer_line(batch, req, garbled=garbled))
+                line, ok = self._answer_line(batch, req, garbled=garbled)
+                (out_lines if ok else err_lines).append(line)
         for n in range(self.knobs.unknown_custom_id_lines):
-            out_lines.append(
-                self._answer_line(
-                    batch, {"custom_id": f"unknown-{n}", "body": {"model": batch.model}}
-                )
-            )
+            stray = {"custom_id": f"unknown-{n}", "body": {"model": batch.model}}
+            out_lines.append(self._answer_line(batch, stray)[0])
         self.rng.shuffle(out_lines)
         self.rng.shuffle(err_lines)
         completed = len(out_lines) - self.knobs.unknown_custom_id_lines
+        expires_in = batch.output_expires_seconds
         encoded = [_encode(x) for x in out_lines]
         encoded += [
             b'{"id": "batch_req_broken", "custom_id": '
             for _ in range(self.knobs.malformed_output_lines)
         ]
         if completed > 0:
-            batch.output_file_id = self._write(f"{batch.id}_output.jsonl", encoded)
+            batch.output_file_id = self._write(f"{batch.id}_output.jsonl", encoded, expires_in)
         if err_lines:
-            batch.error_file_id = self._write(
-                f"{batch.id}_error.jsonl", [_encode(x) for x in err_lines]
-            )
+            errors = [_encode(x) for x in err_lines]
+            batch.error_file_id = self._write(f"{batch.id}_error.jsonl", errors, expires_in)
         batch.counts.update(completed=completed, failed=len(err_lines))
         batch.status = status
         batch.stamps[f"{status}_at"] = self.now()
 
-    def _write(self, name: str, lines: list[bytes]) -> str:
-        return self.add_file(name, "batch_output", b"\n".join(lines) + b"\n").id
+    def _write(self, name: str, lines: list[bytes], expires_in: int | None) -> str:
+        content = b"\n".join(lines) + b"\n"
+        return self.add_file(name, "batch_output", content, expires_in).id
 
     def _answer_line(
         self, batch: EmuBatch, req: dict[str, Any], *, garbled: bool = False
-    ) -> dict[str, Any]:
-        body = req["body"]
-        content = (
-            "I am sorry, I cannot analyse this conversation." if garbled else reply_content(body)
-        )
-        p, c = prompt_tokens(body), count_tokens(content)
-        batch.usage["input"] += p
-        batch.usage["output"] += c
-        completion = {
-            "id": self.new_id("chatcmpl-", 29),
-            "object": "chat.completion",
-            "created": self.now(),
-            "model": body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": content,
-                        "refusal": None,
-                        "annotations": [],
-                    },
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": p,
-                "completion_tokens": c,
-                "total_tokens": p + c,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {
-                    "reasoning_tokens": 0,
-                    "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0,
-                    "rejected_prediction_tokens": 0,
-                },
-            },
-            "service_tier": "default",
-            "system_fingerprint": "fp_emulator",
+    ) -> tuple[dict[str, Any], bool]:
+        """The output line for a request, and whether it succeeded (else: error file)."""
+        ctx = Context(self.new_id, self.now(), garbled)
+        result = answer(batch.endpoint, req["body"], ctx)
+        batch.usage["input"] += result.input_tokens
+        batch.usage["output"] += result.output_tokens
+        response = {
+            "status_code": result.status,
+            "request_id": self.new_id("req_", 32),
+            "body": result.body,
         }
-        return {
+        line = {
             "id": self.new_id("batch_req_", 32),
             "custom_id": req["custom_id"],
-            "response": {
-                "status_code": 200,
-                "request_id": self.new_id("req_", 32),
-                "body": completion,
-            },
+            "response": response,
             "error": None,
         }
+        return line, result.status == 200
 
     def _server_error_line(self, custom_id: str) -> dict[str, Any]:
         body = {

@@ -7,8 +7,12 @@ from typing import Any
 
 import msgspec
 
+from service.tools.emulator.bodies import check_body
 from service.tools.emulator.knobs import Knobs
-from service.tools.emulator.model import prompt_tokens
+from service.tools.emulator.model import input_tokens
+from service.tools.emulator.params import ParamError, invalid_value, wrong_type
+
+ORGANIZATION = "org-emulator"
 
 
 @dataclass
@@ -42,29 +46,58 @@ def _check_line(
             return None, _error(
                 "missing_required_parameter", f"Missing required parameter: '{key}'.", n, key
             )
+    if obj["method"] != "POST":
+        return None, _param_error(invalid_value(str(obj["method"]), ("POST",), "method"), n)
     if obj["url"] != endpoint:
         msg = f"The URL provided for this request does not match the batch endpoint {endpoint}."
         return None, _error("invalid_url", msg, n, "url")
+    if not isinstance(obj["custom_id"], str):
+        return None, _param_error(wrong_type("custom_id", "a string", obj["custom_id"]), n)
     if obj["custom_id"] in seen:
         msg = (
             f"The custom_id for this request is a duplicate of another request: {obj['custom_id']}."
         )
         return None, _error("duplicate_custom_id", msg, n, "custom_id")
-    if not isinstance(obj["body"], dict) or not obj["body"].get("model"):
-        return None, _error(
-            "missing_required_parameter",
-            "Missing required parameter: 'body.model'.",
-            n,
-            "body.model",
-        )
     seen.add(obj["custom_id"])
+    if not isinstance(obj["body"], dict):
+        return None, _param_error(wrong_type("body", "an object", obj["body"]), n)
+    try:
+        check_body(endpoint, obj["body"])
+    except ParamError as exc:
+        return None, _param_error(exc, n)
     return obj, None
+
+
+def _param_error(exc: ParamError, n: int) -> dict[str, Any]:
+    return _error(exc.code or "invalid_request", exc.message, n, exc.param)
+
+
+def missing_file(file_id: str) -> dict[str, Any]:
+    """OpenAI's error for a batch whose input file does not exist (or no longer does)."""
+    msg = f"Cannot find file {file_id}, or organization {ORGANIZATION} does not have access to it."
+    return _error("invalid_request", msg, None, "file_id")
+
+
+def _model_errors(out: Parsed, n: int, model: str, knobs: Knobs) -> bool:
+    """Record a line's model problem, if any; True when the line is fine."""
+    if out.model is None:
+        out.model = model
+    elif model != out.model:
+        msg = "The batch input file contains requests for more than one model."
+        out.errors.append(_error("mismatched_model", msg, n, "body.model"))
+        return False
+    if model not in knobs.models:
+        msg = f"The provided model '{model}' is not supported by the Batch API."
+        out.errors.append(_error("model_not_found", msg, n, "body.model"))
+        return False
+    return True
 
 
 def validate(content: bytes, endpoint: str, knobs: Knobs, enqueued: dict[str, int]) -> Parsed:
     """Parse and check an input file; `errors` is empty when the batch may run."""
     out = Parsed()
     seen: set[str] = set()
+    rejected = set(knobs.rejected_input_lines)
     lines = [line for line in content.splitlines() if line.strip()]
     if len(lines) > knobs.max_lines:
         msg = (
@@ -78,19 +111,14 @@ def validate(content: bytes, endpoint: str, knobs: Knobs, enqueued: dict[str, in
             out.errors.append(err)
             continue
         assert obj is not None
-        model = str(obj["body"]["model"])
-        if out.model is None:
-            out.model = model
-        elif model != out.model:
-            msg = "The batch input file contains requests for more than one model."
-            out.errors.append(_error("mismatched_model", msg, n, "body.model"))
+        if not _model_errors(out, n, obj["body"]["model"], knobs):
+            continue
+        if n in rejected:
+            msg = f"Line {n} was refused in validation (emulator knob rejected_input_lines)."
+            out.errors.append(_error("invalid_request", msg, n, "body"))
             continue
         out.requests.append(obj)
-        out.tokens += prompt_tokens(obj["body"])
-    if not out.errors and out.model is not None and out.model not in knobs.models:
-        out.errors.append(
-            _error("model_not_found", f"The model '{out.model}' does not exist.", 1, "body.model")
-        )
+        out.tokens += input_tokens(endpoint, obj["body"])
     if not lines:
         out.errors.append(_error("empty_file", "The batch input file is empty.", None))
     limit = knobs.enqueued_token_limit
@@ -98,7 +126,7 @@ def validate(content: bytes, endpoint: str, knobs: Knobs, enqueued: dict[str, in
         current = enqueued.get(out.model, 0)
         if current + out.tokens > limit:
             msg = (
-                f"Enqueued token limit reached for {out.model} in organization org-emulator. "
+                f"Enqueued token limit reached for {out.model} in organization {ORGANIZATION}. "
                 f"Limit: {limit} enqueued tokens. Please try again once some in_progress batches "
                 "have been completed."
             )
