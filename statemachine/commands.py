@@ -57,6 +57,9 @@ class FailRequest(Command, frozen=True):
     message: str
     retryable: bool
     max_attempts: int
+    # False when the failure was not the request's own (another line failed its batch):
+    # it is retried without using one of its attempts.
+    charged: bool = True
 
 
 class RequeueRequest(Command, frozen=True):

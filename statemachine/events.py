@@ -100,11 +100,13 @@ class RequestFailed(Event, tag="RequestFailed", frozen=True):
 
 
 class RequestRequeued(Event, tag="RequestRequeued", frozen=True):
-    """The request went back to waiting for a batch: an automatic retry or an admin's requeue."""
+    """Back to waiting: a `retry`, a `not_at_fault` one (attempt given back), an `admin` requeue."""
 
     stream = "request"
     request_id: str
-    reason: str  # "retry" | "admin"
+    # "retry" (an attempt used), "not_at_fault" (another line failed its batch: the attempt
+    # is given back) or "admin" (attempts start over)
+    reason: str
 
 
 # -- batch stream: batch-<id> -------------------------------------------------------

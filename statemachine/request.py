@@ -49,7 +49,7 @@ def _from_current_batch(r: Request, c: CompleteRequest | FailRequest) -> bool:
 
 
 def _can_retry(r: Request, c: FailRequest) -> bool:
-    return c.retryable and r.attempts - r.retry_base < c.max_attempts
+    return c.retryable and (not c.charged or r.attempts - r.retry_base < c.max_attempts)
 
 
 REQUEST_MACHINE: Declaration[RS] = Declaration(
@@ -133,7 +133,8 @@ def _emit(r: Request, command: RequestCommand, dest: RS) -> list[RequestEvent]:
                 attempt=r.attempts,
             )
             if dest is RS.PENDING_BATCHING:
-                return [failed, RequestRequeued(request_id=rid, reason="retry")]
+                reason = "retry" if command.charged else "not_at_fault"
+                return [failed, RequestRequeued(request_id=rid, reason=reason)]
             return [failed]
         case RequeueRequest():
             return [RequestRequeued(request_id=rid, reason="admin")]
@@ -188,12 +189,22 @@ def evolve(state: Request | None, event: RequestEvent) -> Request:
         case RequestBatched():
             return msgspec.structs.replace(moved, batch_id=event.batch_id, attempts=event.attempt)
         case RequestRequeued():
-            base = state.attempts if event.reason == "admin" else state.retry_base
-            return msgspec.structs.replace(moved, batch_id=None, retry_base=base)
+            return msgspec.structs.replace(
+                moved, batch_id=None, retry_base=_retry_base(state, event)
+            )
         case RequestCompleted() | RequestFailed():
             return moved
         case _:
             assert_never(event)
+
+
+def _retry_base(r: Request, event: RequestRequeued) -> int:
+    """Attempts that no longer count against the limit after this requeue."""
+    if event.reason == "admin":
+        return r.attempts
+    if event.reason == "not_at_fault":
+        return r.retry_base + 1  # the attempt just used is given back
+    return r.retry_base
 
 
 def fold(events: Sequence[RequestEvent]) -> Request | None:

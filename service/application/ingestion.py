@@ -110,6 +110,7 @@ class Verdict(msgspec.Struct, frozen=True):
     code: str
     message: str
     retryable: bool
+    charged: bool = True  # False: not the request's own failure; its attempt is given back
 
 
 def retryable_batch_error(error: BatchError) -> bool:
@@ -155,7 +156,7 @@ def _unblamed(errors: Sequence[BatchError], blamed: Mapping[int, BatchError]) ->
     if general is not None:
         return _verdict(general)
     if blamed:
-        return Verdict(INVALID_ELSEWHERE, _refused_elsewhere(blamed), retryable=True)
+        return Verdict(INVALID_ELSEWHERE, _refused_elsewhere(blamed), retryable=True, charged=False)
     return Verdict("batch_failed", "the batch failed", retryable=False)
 
 
@@ -279,13 +280,16 @@ class Ingestion:
             openai_request_id=line.response.request_id,
         )
 
-    def _fail(self, batch: Batch, code: str, message: str, retryable: bool) -> FailRequest:
+    def _fail(
+        self, batch: Batch, code: str, message: str, retryable: bool, *, charged: bool = True
+    ) -> FailRequest:
         return FailRequest(
             batch_id=batch.batch_id,
             code=code,
             message=message,
             retryable=retryable,
             max_attempts=self.max_attempts,
+            charged=charged,
         )
 
     async def _read(
@@ -361,7 +365,8 @@ class Ingestion:
             return None
         verdicts = release_verdicts(batch.request_ids, batch.errors)
         commands = {
-            v: self._fail(batch, v.code, v.message, v.retryable) for v in set(verdicts.values())
+            v: self._fail(batch, v.code, v.message, v.retryable, charged=v.charged)
+            for v in set(verdicts.values())
         }
         loaded = await self.ledger.load_many(REQUESTS, batch.request_ids)
         unit = Unit(self.ledger, self.actor)

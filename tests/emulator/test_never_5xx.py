@@ -11,11 +11,12 @@ from typing import Any
 
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openai.types import Batch
 
 from tests.e2e.live import start_emulator, stop
+from tests.unit.test_emulator_schemas import strict_schemas
 
 ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
 SETTINGS = settings(
@@ -129,6 +130,13 @@ def test_random_uploads_get_a_4xx_or_a_file(live: openai.OpenAI) -> None:
             },
         ),
     )
+    @example(name="in.jsonl", content=b"{}", purpose={"\x1b": False}, expires=None)
+    @example(
+        name="in.jsonl",
+        content=b"{}",
+        purpose="batch",
+        expires={"anchor": "created_at", "seconds": "\u00b2"},
+    )
     def check(name: str, content: bytes, purpose: Any, expires: Any) -> None:
         extra = {} if expires is None else {"expires_after": expires}
         try:
@@ -139,6 +147,31 @@ def test_random_uploads_get_a_4xx_or_a_file(live: openai.OpenAI) -> None:
             assert f.bytes == len(content)
 
     check()
+
+
+ODD_SCHEMAS = st.sampled_from(
+    [
+        {"type": "string", "pattern": "(?=a)(a+)+b", "minLength": 12},
+        {"type": "number", "multipleOf": 1e-320},
+        {"type": "integer", "multipleOf": 1e-7, "minimum": 0.5, "maximum": 0.9},
+        {"type": "array", "minItems": 10**9},
+        {"$ref": "#/$defs/nope"},
+        {"$ref": "#"},
+        False,
+    ]
+)
+
+
+def schema_formats() -> st.SearchStrategy[dict[str, Any]]:
+    """Structured Outputs formats: real strict schemas, odd ones, and junk."""
+    schema = strict_schemas() | ODD_SCHEMAS.map(
+        lambda odd: {"type": "object", "properties": {"v": odd}, "required": ["v"]}
+    )
+    spec = st.fixed_dictionaries(
+        {"name": st.sampled_from(["x", "livedash_session_analysis"]), "schema": schema},
+        optional={"strict": st.booleans()},
+    )
+    return st.fixed_dictionaries({"type": st.just("json_schema"), "json_schema": spec})
 
 
 def lines_for(endpoint: str) -> st.SearchStrategy[list[Any]]:
@@ -161,7 +194,8 @@ def lines_for(endpoint: str) -> st.SearchStrategy[list[Any]]:
             "dimensions": json_values,
             "encoding_format": json_values,
             "response_format": maybe(
-                st.fixed_dictionaries(
+                schema_formats()
+                | st.fixed_dictionaries(
                     {"type": st.sampled_from(["json_object", "json_schema", "text"])},
                     optional={"json_schema": json_values},
                 )

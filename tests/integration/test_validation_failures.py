@@ -26,12 +26,15 @@ from tests.integration.test_pipeline_outcomes import (
 INVALID_ELSEWHERE = "batch_invalid_elsewhere"
 
 
-async def released_batch(rt: Runtime) -> Batch:
-    """Run creator and poller until OpenAI has failed a batch and its requests are released;
-    that batch, as its events leave it."""
-    released = "SELECT stream_id FROM events WHERE event_type = 'BatchRequestsReleased'"
+async def released_batch(rt: Runtime, count: int = 1) -> Batch:
+    """Run creator and poller until OpenAI has failed `count` batches and their requests are
+    released; the last of them, as its events leave it."""
+    released = (
+        "SELECT stream_id FROM events WHERE event_type = 'BatchRequestsReleased'"
+        " ORDER BY position DESC OFFSET $1 - 1 LIMIT 1"
+    )
     async with asyncio.timeout(30):
-        while (stream := await rt.store.pool.fetchval(released)) is None:
+        while (stream := await rt.store.pool.fetchval(released, count)) is None:
             await rt.catch_up()
             await rt.creator.run_once()
             await rt.catch_up()
@@ -160,3 +163,28 @@ async def test_an_unsupported_model_fails_every_request_for_good_and_releases_th
     assert [(e.line, e.code, e.param) for e in batch.errors] == [
         (n, "model_not_found", "body.model") for n in range(1, len(ids) + 1)
     ]
+
+
+async def test_requests_refused_elsewhere_again_and_again_keep_their_attempts(
+    runtime: MakeRuntime,  # noqa: F811
+    emulator: Running,
+) -> None:
+    """With one line refused in every batch, each round fails only that line's request: the
+    others outlive more failed batches than REQUEST_MAX_ATTEMPTS and complete once OpenAI
+    accepts them (a rule refusing 1 line in 1,000 must not wear out the other 999)."""
+    await emulator.knobs(rejected_input_lines=[1])
+    rt = await runtime(request_max_attempts=2)
+    ids = await queue(rt, 5)
+    for n in (1, 2, 3):
+        await released_batch(rt, n)
+    await emulator.knobs(rejected_input_lines=[])
+    await settle(rt)
+    final = await rows(rt)
+    assert set(final) == set(ids)
+    statuses = sorted(r["status"] for r in final.values())
+    assert statuses == ["PROCESSING_COMPLETE"] * 2 + ["PROCESSING_FAILED"] * 3
+    survivors = [r for r in final.values() if r["status"] == "PROCESSING_COMPLETE"]
+    assert {r["attempts"] for r in survivors} == {4}  # three refused batches, then the fourth
+    assert {r["last_error_code"] for r in final.values() if r["status"] == "PROCESSING_FAILED"} == {
+        "invalid_request"
+    }

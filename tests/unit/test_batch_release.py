@@ -26,6 +26,7 @@ from statemachine.events import (
     BatchSubmitted,
     BatchUploadStarted,
     RequestFailed,
+    RequestRequeued,
 )
 from statemachine.states import BatchState as BS
 from statemachine.states import RequestState as RS
@@ -114,6 +115,7 @@ def test_the_request_on_a_refused_line_fails_with_its_error_and_the_others_are_r
         INVALID_ELSEWHERE,
         "not run: OpenAI refused line 2 (invalid_request) of this batch",
         retryable=True,
+        charged=False,
     )
     assert {rid: v for rid, v in verdicts.items() if rid != "r2"} == dict.fromkeys(
         [rid for rid in IDS if rid != "r2"], innocent
@@ -140,6 +142,7 @@ def test_the_others_message_names_five_refused_lines_then_how_many_more() -> Non
         "not run: OpenAI refused lines 1 (invalid_request), 2 (invalid_request), "
         "3 (invalid_request), 5 (invalid_request), 6 (invalid_request) and 2 more of this batch",
         retryable=True,
+        charged=False,
     )
     assert {rid for rid, v in verdicts.items() if not v.retryable} == {
         f"r{n}" for n in (1, 2, 3, 5, 6, 7, 8)
@@ -235,14 +238,21 @@ async def test_release_fails_the_refused_line_for_good_and_requeues_the_rest() -
     assert innocent.message == "not run: OpenAI refused line 2 (invalid_request) of this batch"
 
 
-async def test_requests_refused_elsewhere_again_and_again_stop_at_max_attempts() -> None:
+async def test_requests_refused_elsewhere_are_retried_without_using_their_attempts() -> None:
     w = World(max_attempts=2)
-    ids = await w.queue(3)
-    for round_ids in (ids, ids[1:]):  # line 1 is refused each time: r0, then r1
+    ids = await w.queue(4)
+    for round_ids in (ids, ids[1:], ids[2:]):  # line 1 is refused each time: r0, r1, then r2
         bid = await failed_in_validation(w, round_ids, [refused(1)])
         assert (await w.batch(bid)).request_ids == round_ids
         await w.ingestion.release(bid)
-    assert await w.states(ids) == dict.fromkeys(ids, RS.PROCESSING_FAILED)
-    assert (await w.request("r2")).attempts == 2
-    failed = [e for e in await w.request_events("r2") if isinstance(e, RequestFailed)]
-    assert [(e.code, e.retryable) for e in failed] == [(INVALID_ELSEWHERE, True)] * 2
+    states = await w.states(ids)
+    assert states == {
+        "r0": RS.PROCESSING_FAILED,
+        "r1": RS.PROCESSING_FAILED,
+        "r2": RS.PROCESSING_FAILED,
+        "r3": RS.PENDING_BATCHING,  # in three failed batches, more than max_attempts, and alive
+    }
+    r3 = await w.request("r3")
+    assert (r3.attempts, r3.attempts - r3.retry_base) == (3, 0)
+    requeues = [e for e in await w.request_events("r3") if isinstance(e, RequestRequeued)]
+    assert [e.reason for e in requeues] == ["not_at_fault"] * 3

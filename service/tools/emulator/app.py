@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.tools.emulator.bodies import ENDPOINTS
 from service.tools.emulator.knobs import KnobError, Knobs, with_knobs
@@ -143,6 +144,13 @@ class Upload(msgspec.Struct):
 async def _read_upload(request: web.Request, max_bytes: int) -> Upload:
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "Expected multipart/form-data.", param="file")
+    try:
+        return await _parts(request, max_bytes)
+    except (ValueError, LookupError, HttpProcessingError) as exc:  # UnicodeError: a ValueError
+        raise ApiError(400, f"The multipart form could not be read: {exc}.") from None
+
+
+async def _parts(request: web.Request, max_bytes: int) -> Upload:
     upload = Upload()
     async for part in await request.multipart():
         if not isinstance(part, BodyPartReader):
@@ -162,14 +170,10 @@ async def _read_upload(request: web.Request, max_bytes: int) -> Upload:
         elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
             text = (await part.text()).strip()
             key = part.name[len("expires_after[") : -1]
-            upload.expires_after[key] = int(text) if key == "seconds" and _integer(text) else text
+            upload.expires_after[key] = _as_int(text) if key == "seconds" else text
         else:
             raise ApiError(400, f"Unrecognized request argument supplied: {part.name}")
     return upload
-
-
-def _integer(text: str) -> bool:
-    return text.lstrip("-").isdigit()
 
 
 def _expiry(upload: Upload) -> int | None:
@@ -237,22 +241,25 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.json_response({"id": f.id, "object": "file", "deleted": True})
 
 
-def _limit(request: web.Request, default: int, maximum: int) -> int:
-    raw = request.query.get("limit", str(default))
+def _as_int(text: str) -> int | str:
+    """A form or query value as the integer it spells, else as the text it is."""
     try:
-        limit = int(raw)
+        return int(text)
     except ValueError:
-        raise ApiError(
-            400, f"Invalid value for 'limit': {raw!r}.", param="limit", code="invalid_value"
-        ) from None
-    if not 1 <= limit <= maximum:
-        raise ApiError(
-            400,
-            f"Invalid value for 'limit': must be between 1 and {maximum}.",
-            param="limit",
-            code="invalid_value",
-        )
-    return limit
+        return text
+
+
+def _limit(request: web.Request, default: int, maximum: int) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    value = _as_int(raw)
+    try:
+        check(value, Int(ge=1, le=maximum), "limit")
+    except ParamError as exc:
+        raise _param_error(exc) from None
+    assert isinstance(value, int)
+    return value
 
 
 def _page(objects: list[Any], request: web.Request, default: int, maximum: int) -> dict[str, Any]:
@@ -276,7 +283,8 @@ def _page(objects: list[Any], request: web.Request, default: int, maximum: int) 
 
 async def list_files(request: web.Request) -> web.Response:
     """GET /v1/files, newest first."""
-    files = list(reversed(_emu(request).files.values()))
+    emu = _emu(request)
+    files = [f for f in reversed(list(emu.files.values())) if emu.file(f.id) is not None]
     if purpose := request.query.get("purpose"):
         files = [f for f in files if f.purpose == purpose]
     if request.query.get("order") == "asc":

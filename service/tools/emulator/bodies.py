@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from service.tools.emulator.params import ParamError, invalid, invalid_value, missing, wrong_type
+from service.tools.emulator.params import (
+    Int,
+    ParamError,
+    check,
+    invalid,
+    invalid_value,
+    missing,
+    wrong_type,
+)
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
     "/v1/chat/completions",
@@ -19,6 +27,22 @@ _LABELS = {CHAT: "Chat Completions", COMPLETIONS: "Completions", RESPONSES: "Res
 ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _NEEDS_CONTENT = ("system", "user", "developer", "tool")
 _FORMATS = ("text", "json_object", "json_schema")
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's cap on one embeddings request's input array
+COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "babbage-002", "davinci-002")
+
+
+def served_by(model: str) -> tuple[str, ...]:
+    """The endpoints a model answers, from its family as OpenAI names them."""
+    if model.startswith("text-embedding-"):
+        return (EMBEDDINGS,)
+    if model in COMPLETION_MODELS or model.endswith("-instruct"):
+        return (COMPLETIONS,)
+    return (CHAT, RESPONSES)
+
+
+def _optional(body: dict[str, Any], key: str, spec: Int) -> None:
+    if body.get(key) is not None:
+        check(body[key], spec, f"body.{key}")
 
 
 def _required(body: dict[str, Any], key: str, word: str) -> None:
@@ -70,6 +94,7 @@ def _chat(body: dict[str, Any]) -> None:
         )
     for n, message in enumerate(messages):
         _chat_message(n, message)
+    _optional(body, "n", Int(ge=1, le=128))
     if body.get("response_format") is not None:
         _response_format(body["response_format"], "body.response_format")
         if body["response_format"].get("type") == "json_schema":
@@ -94,17 +119,24 @@ def _texts(value: Any, at: str) -> None:
 def _completions(body: dict[str, Any]) -> None:
     _required(body, "prompt", "Prompt")
     _texts(body["prompt"], "body.prompt")
+    _optional(body, "n", Int(ge=1, le=128))
 
 
 def _embeddings(body: dict[str, Any]) -> None:
     _required(body, "input", "Input")
     _texts(body["input"], "body.input")
+    if isinstance(body["input"], list) and len(body["input"]) > MAX_EMBEDDING_INPUTS:
+        raise invalid(
+            "body.input",
+            "array too long",
+            f"Expected an array with maximum length {MAX_EMBEDDING_INPUTS}, "
+            f"but got an array with length {len(body['input'])} instead.",
+            "array_above_max_length",
+        )
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise invalid_value(str(fmt), ("float", "base64"), "body.encoding_format")
-    dims = body.get("dimensions")
-    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
-        raise wrong_type("body.dimensions", "a positive integer", dims)
+    _optional(body, "dimensions", Int(ge=1, le=3072))
 
 
 def _responses(body: dict[str, Any]) -> None:

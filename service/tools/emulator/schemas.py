@@ -20,7 +20,8 @@ Patterns: a small generator covers literals, escapes (\\n \\t \\xHH \\uHHHH, esc
 punctuation), `.`, classes `[...]` `[^...]` with ranges, `\\d \\w \\s` and their negations,
 groups (capturing, `(?:...)`, named, inline flags), alternation, quantifiers `? * + {n} {n,}
 {n,m}` (lazy or possessive alike) and the anchors `^ $ \\A \\Z \\b`. Every candidate is checked
-with `re.search`, as JSON Schema's `pattern` is not anchored. Beyond the subset (lookarounds,
+with a search (the `regex` engine, each check given 50 ms), as JSON Schema's `pattern` is
+not anchored. Beyond the subset (lookarounds,
 backreferences, `\\p{...}`, ...) a few fallback strings are tried; when none matches, the
 last one is returned anyway, and that string may not match the pattern.
 
@@ -52,6 +53,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import regex  # type: ignore[import-untyped]  # `timeout=`: re has no way to stop a search
+
 __all__ = ["SchemaError", "instance", "strict_problem"]
 
 _DEEP = 5  # past this nesting, prefer values that end a recursion
@@ -59,6 +62,7 @@ _MAX_DEPTH = 64  # a schema that still nests here cannot end (OpenAI allows 10)
 _MAX_HOPS = 256  # $ref, allOf and anyOf steps without nesting: more is a reference loop
 _MAX_NODES = 10_000  # values in one instance
 _MAX_CHARS = 1_000_000  # characters in the strings of one instance
+_MATCH_SECONDS = 0.05  # to check one candidate against a pattern
 _STRICT_NESTING = 10
 _STRICT_PROPERTIES = 5000
 
@@ -84,7 +88,22 @@ class SchemaError(ValueError):
 
 def instance(schema: dict[str, Any], text: str) -> Any:
     """A JSON value valid against `schema`, derived deterministically from `text`."""
-    return _Gen(schema, text).value(schema, 0)
+    try:
+        return _Gen(schema, text).value(schema, 0)
+    except (ArithmeticError, RecursionError) as exc:  # numbers or nesting beyond any use
+        raise SchemaError(f"no instance can be built ({type(exc).__name__})") from None
+
+
+def _finds(pattern: str, text: str) -> bool | None:
+    """Whether `pattern` finds a match in `text` (JSON Schema's unanchored `pattern`); None
+    when that cannot be told: not a pattern the engine reads, or no answer within
+    _MATCH_SECONDS (a pattern that backtracks exponentially must not stall the emulator)."""
+    try:
+        return regex.search(pattern, text, timeout=_MATCH_SECONDS) is not None
+    except TimeoutError:
+        return None
+    except (regex.error, RecursionError, OverflowError, ValueError):
+        return None
 
 
 # --- helpers on schemas --------------------------------------------------------------------
@@ -491,9 +510,9 @@ class _Gen:
         patterns = schema.get("patternProperties")
         for pattern, sub in (patterns if isinstance(patterns, dict) else {}).items():
             try:
-                if re.search(pattern, key):
+                if isinstance(pattern, str) and _finds(pattern, key):
                     return sub
-            except (re.error, TypeError):
+            except TypeError:
                 continue
         extra = schema.get("additionalProperties", True)
         if extra is False:
@@ -645,16 +664,12 @@ class _Gen:
     ) -> str:
         """A string the pattern finds (re.search), within the lengths; best effort beyond
         the generator's subset, when the result may not match."""
-        try:
-            compiled: re.Pattern[str] | None = re.compile(pattern)
-        except (re.error, RecursionError, OverflowError):
-            compiled = None  # not Python's dialect (\\p{L}, ...): nothing can check a match
         last = ""
         formatted = [shaped(self) for _ in range(5)] if shaped else []  # a format that fits
         for candidate in itertools.chain(formatted, self.candidates(pattern, lo, hi)):
             last = candidate
             fits = lo <= len(candidate) and (hi is None or len(candidate) <= hi)
-            if fits and (compiled is None or compiled.search(candidate)):
+            if fits and _finds(pattern, candidate) is not False:
                 return candidate
         return last
 

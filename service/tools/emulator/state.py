@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -12,11 +13,21 @@ from typing import Any
 
 import msgspec
 
-from service.tools.emulator.answers import Context, answer
+from service.tools.emulator.answers import Answer, Context, answer
 from service.tools.emulator.knobs import Knobs, Outcome, next_outcome
 from service.tools.emulator.validation import Parsed, missing_file, validate
 
 DAY = 24 * 3600
+_LINES_PER_TURN = 256  # answers built between two yields to the event loop
+_SERVER_ERROR: dict[str, Any] = {
+    "error": {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+}
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 _UNEXECUTED = {
@@ -232,7 +243,7 @@ class Emulator:
     async def _run(self, batch: EmuBatch) -> None:
         k = self.knobs
         if await self._step(batch, k.validating_seconds):
-            self._finish(batch, [], 0, "cancelled", "batch_cancelled")
+            await self._finish(batch, [], 0, "cancelled", "batch_cancelled")
             return
         parsed = self._validate(batch)
         if batch.outcome == "fail" and not parsed.errors:
@@ -255,14 +266,14 @@ class Emulator:
         if await self._step(batch, k.in_progress_seconds) or batch.outcome == "cancel":
             await self._cancel_with_partial_output(batch, parsed.requests)
         elif batch.outcome == "expire":
-            self._finish(batch, parsed.requests, k.partial_lines, "expired", "batch_expired")
+            await self._finish(batch, parsed.requests, k.partial_lines, "expired", "batch_expired")
         else:
             batch.status = "finalizing"
             batch.stamps["finalizing_at"] = self.now()
             if batch.outcome == "stuck_finalizing":
                 return
             await self._step(batch, k.finalizing_seconds)
-            self._finish(batch, parsed.requests, len(parsed.requests), "completed", None)
+            await self._finish(batch, parsed.requests, len(parsed.requests), "completed", None)
 
     def _validate(self, batch: EmuBatch) -> Parsed:
         source = self.file(batch.input_file_id)
@@ -283,9 +294,11 @@ class Emulator:
             batch.status = "cancelling"
             batch.stamps["cancelling_at"] = self.now()
         await asyncio.sleep(self.knobs.cancelling_seconds)
-        self._finish(batch, requests, self.knobs.partial_lines, "cancelled", "batch_cancelled")
+        await self._finish(
+            batch, requests, self.knobs.partial_lines, "cancelled", "batch_cancelled"
+        )
 
-    def _finish(
+    async def _finish(
         self,
         batch: EmuBatch,
         requests: list[dict[str, Any]],
@@ -293,18 +306,19 @@ class Emulator:
         status: str,
         rest_code: str | None,
     ) -> None:
-        out_lines: list[dict[str, Any]] = []
-        err_lines: list[dict[str, Any]] = []
+        out_lines: list[bytes] = []
+        err_lines: list[bytes] = []
         omitted = self.knobs.omitted_lines
         for n, req in enumerate(requests):
+            if n % _LINES_PER_TURN == 0:
+                await asyncio.sleep(0)  # answers take CPU: let other clients in meanwhile
             if n < omitted:
                 continue
             if n >= answered:
-                err_lines.append(
-                    self._unexecuted_line(req["custom_id"], rest_code or "batch_expired")
-                )
+                code = rest_code or "batch_expired"
+                err_lines.append(_encode(self._unexecuted_line(req["custom_id"], code)))
             elif self.rng.random() < self.knobs.line_failure_rate:
-                err_lines.append(self._server_error_line(req["custom_id"]))
+                err_lines.append(_encode(self._server_error_line(req["custom_id"])))
             else:
                 garbled = n - omitted < self.knobs.invalid_output_lines
                 line, ok = self._answer_line(batch, req, garbled=garbled)
@@ -316,16 +330,14 @@ class Emulator:
         self.rng.shuffle(err_lines)
         completed = len(out_lines) - self.knobs.unknown_custom_id_lines
         expires_in = batch.output_expires_seconds
-        encoded = [_encode(x) for x in out_lines]
-        encoded += [
+        out_lines += [
             b'{"id": "batch_req_broken", "custom_id": '
             for _ in range(self.knobs.malformed_output_lines)
         ]
         if completed > 0:
-            batch.output_file_id = self._write(f"{batch.id}_output.jsonl", encoded, expires_in)
+            batch.output_file_id = self._write(f"{batch.id}_output.jsonl", out_lines, expires_in)
         if err_lines:
-            errors = [_encode(x) for x in err_lines]
-            batch.error_file_id = self._write(f"{batch.id}_error.jsonl", errors, expires_in)
+            batch.error_file_id = self._write(f"{batch.id}_error.jsonl", err_lines, expires_in)
         batch.counts.update(completed=completed, failed=len(err_lines))
         batch.status = status
         batch.stamps[f"{status}_at"] = self.now()
@@ -334,12 +346,18 @@ class Emulator:
         content = b"\n".join(lines) + b"\n"
         return self.add_file(name, "batch_output", content, expires_in).id
 
+    def _answer(self, batch: EmuBatch, body: dict[str, Any], garbled: bool) -> Answer:
+        try:
+            return answer(batch.endpoint, body, Context(self.new_id, self.now(), garbled))
+        except Exception:  # a bug must cost one line a 500, as at OpenAI, not the batch
+            log.exception("emulator.answer_failed", extra={"batch_id": batch.id})
+            return Answer(500, _SERVER_ERROR)
+
     def _answer_line(
         self, batch: EmuBatch, req: dict[str, Any], *, garbled: bool = False
-    ) -> tuple[dict[str, Any], bool]:
-        """The output line for a request, and whether it succeeded (else: error file)."""
-        ctx = Context(self.new_id, self.now(), garbled)
-        result = answer(batch.endpoint, req["body"], ctx)
+    ) -> tuple[bytes, bool]:
+        """The encoded line for a request, and whether it succeeded (else: error file)."""
+        result = self._answer(batch, req["body"], garbled)
         batch.usage["input"] += result.input_tokens
         batch.usage["output"] += result.output_tokens
         response = {
@@ -353,17 +371,10 @@ class Emulator:
             "response": response,
             "error": None,
         }
-        return line, result.status == 200
+        return _encode(line), result.status == 200
 
     def _server_error_line(self, custom_id: str) -> dict[str, Any]:
-        body = {
-            "error": {
-                "message": "The server had an error while processing your request.",
-                "type": "server_error",
-                "param": None,
-                "code": None,
-            }
-        }
+        body = _SERVER_ERROR
         return {
             "id": self.new_id("batch_req_", 32),
             "custom_id": custom_id,

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from service.tools.emulator.bodies import check_body
+from service.tools.emulator.bodies import check_body, served_by
 from service.tools.emulator.knobs import Knobs
 from service.tools.emulator.model import input_tokens
 from service.tools.emulator.params import ParamError, invalid_value, wrong_type
@@ -78,7 +78,7 @@ def missing_file(file_id: str) -> dict[str, Any]:
     return _error("invalid_request", msg, None, "file_id")
 
 
-def _model_errors(out: Parsed, n: int, model: str, knobs: Knobs) -> bool:
+def _model_errors(out: Parsed, n: int, model: str, endpoint: str, knobs: Knobs) -> bool:
     """Record a line's model problem, if any; True when the line is fine."""
     if out.model is None:
         out.model = model
@@ -89,6 +89,10 @@ def _model_errors(out: Parsed, n: int, model: str, knobs: Knobs) -> bool:
     if model not in knobs.models:
         msg = f"The provided model '{model}' is not supported by the Batch API."
         out.errors.append(_error("model_not_found", msg, n, "body.model"))
+        return False
+    if endpoint not in served_by(model):
+        msg = f"The model '{model}' does not support {endpoint}."
+        out.errors.append(_error("invalid_value", msg, n, "body.model"))
         return False
     return True
 
@@ -111,7 +115,7 @@ def validate(content: bytes, endpoint: str, knobs: Knobs, enqueued: dict[str, in
             out.errors.append(err)
             continue
         assert obj is not None
-        if not _model_errors(out, n, obj["body"]["model"], knobs):
+        if not _model_errors(out, n, obj["body"]["model"], endpoint, knobs):
             continue
         if n in rejected:
             msg = f"Line {n} was refused in validation (emulator knob rejected_input_lines)."
