@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_body_timeout_seconds: float = 30.0
     api_idle_timeout_seconds: float = 75.0
     api_max_connections_per_address: int = 64
+    console_enabled: bool = True
+    console_session_idle_minutes: int = 30
+    console_session_max_hours: int = 12
+    console_secure_cookies: bool = False
     model_prices: dict[str, tuple[float, float]] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
@@ -192,6 +196,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "API_BODY_TIMEOUT_SECONDS": _timeout,
     "API_IDLE_TIMEOUT_SECONDS": _timeout,
     "API_MAX_CONNECTIONS_PER_ADDRESS": _int(0, 1_000_000),
+    "CONSOLE_ENABLED": _bool,
+    "CONSOLE_SESSION_IDLE_MINUTES": _int(1, 1440),
+    "CONSOLE_SESSION_MAX_HOURS": _int(1, 168),
+    "CONSOLE_SECURE_COOKIES": _bool,
 }
 
 

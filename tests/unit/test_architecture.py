@@ -25,8 +25,15 @@ FORBIDDEN = {
     "service/application/": ("service.entrypoints", "service.tools"),
     "service/adapters/": ("service.application", "service.entrypoints", "service.tools"),
     "service/entrypoints/api/": ("service.adapters.openai_gateway", "service.entrypoints.runtime"),
+    "service/entrypoints/console/": (
+        "service.adapters.openai_gateway",
+        "service.entrypoints.runtime",
+    ),
 }
 """Inside service/: what each folder must not import."""
+CONSOLE = "service.entrypoints.console"
+CONSOLE_ALLOWED_FROM = ("service/entrypoints/api/app.py",)
+"""Besides the console itself, only the API's app imports it: it mounts it at /admin/."""
 TOOLS_ALLOWED_FROM = ("service/entrypoints/cli.py",)
 """Besides the tools themselves, only the CLI imports service/tools/: it dispatches to them."""
 KERNEL_FORBIDDEN = (
@@ -137,6 +144,8 @@ def layer_violations(root: Path) -> list[str]:
             banned += KERNEL_FORBIDDEN
         if not rel.startswith("service/tools/") and rel not in TOOLS_ALLOWED_FROM:
             banned.append("service.tools")
+        if not rel.startswith("service/entrypoints/console/") and rel not in CONSOLE_ALLOWED_FROM:
+            banned.append(CONSOLE)
         for name in set(_imports(tree, _dotted(rel))):
             if any(name == b or name.startswith(f"{b}.") for b in banned):
                 found.append(f"{rel} imports {name}")
@@ -234,6 +243,9 @@ def test_the_check_catches_imports_across_service_layers(tmp_path: Path) -> None
             "service/entrypoints/cli.py": "from service.tools.demo import demo\n",
             "service/entrypoints/serve.py": "from service.application.app import Application\n",
             "service/entrypoints/api/deps.py": "from ..runtime import Runtime\n",
+            "service/entrypoints/api/app.py": "from service.entrypoints.console import app\n",
+            "service/entrypoints/jobs.py": "from service.entrypoints.console.core import x\n",
+            "service/entrypoints/console/pages.py": "from service.entrypoints.runtime import R\n",
         },
     )
     assert layer_violations(root) == [
@@ -243,4 +255,6 @@ def test_the_check_catches_imports_across_service_layers(tmp_path: Path) -> None
         "service/entrypoints/api/deps.py imports service.entrypoints.runtime",
         "service/entrypoints/api/handlers.py imports service.adapters.openai_gateway",
         "service/entrypoints/api/handlers.py imports service.entrypoints.runtime",
+        "service/entrypoints/console/pages.py imports service.entrypoints.runtime",
+        "service/entrypoints/jobs.py imports service.entrypoints.console.core",
     ]

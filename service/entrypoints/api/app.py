@@ -16,6 +16,8 @@ from service.entrypoints.api.ratelimit import client_address
 from service.entrypoints.api.readiness import READINESS, Readiness
 from service.entrypoints.api.routes import ROUTES, route_for
 from service.entrypoints.api.watch import TOKEN_WATCH, TokenWatch, watching
+from service.entrypoints.console.app import create_console, redirect_to_console
+from service.entrypoints.console.core import PREFIX as CONSOLE_PREFIX
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 1024 * 1024
@@ -116,6 +118,11 @@ def create_app(deps: Deps) -> web.Application:
             # A fixed path answers every other method itself (405 with its Allow), before
             # a template registered later (`/requests/{id}`) can take `/requests/requeue`.
             app.router.add_route("*", route.path, _not_allowed(route.path))
+    if deps.console is not None:
+        # The admin console (DESIGN §10): HTML pages under /admin/, outside the JSON API
+        # and its OpenAPI document; its own guard answers its errors as pages.
+        app.router.add_get(CONSOLE_PREFIX, redirect_to_console)
+        app.add_subapp(f"{CONSOLE_PREFIX}/", create_console(deps))
     return app
 
 

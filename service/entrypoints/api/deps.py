@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -14,6 +15,16 @@ from service.application.app import Application
 from service.entrypoints.api.cursor import Cursors
 from service.entrypoints.api.ratelimit import AuthLog, RateLimiter, RefusedCredentials
 from service.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The admin console's sessions (CONSOLE_* settings); the console is served at /admin/
+    when Deps.console holds these."""
+
+    idle: timedelta = timedelta(minutes=30)  # a session unused this long ends
+    max_age: timedelta = timedelta(hours=12)  # and any session ends this long after sign-in
+    secure_cookies: bool = False  # cookies marked Secure: only sent over HTTPS
 
 
 @dataclass
@@ -33,6 +44,7 @@ class Deps:
     token_check_seconds: float = 2.0  # how soon a revoked or expired token's streams end
     refused: RefusedCredentials = field(default_factory=RefusedCredentials)
     auth_log: AuthLog = field(default_factory=AuthLog)  # 401s, 403s, lockouts; capped
+    console: ConsoleSettings | None = None  # None: no admin console at /admin/
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +15,11 @@ from service.actors import token_actor
 from service.adapters.tokens import Principal
 from service.application.ledger import Actor
 from service.entrypoints.api import schemas as s
-from service.entrypoints.api.deps import CLOSING, DEPS, PRINCIPAL, REQUEST_ID, Deps
+from service.entrypoints.api.deps import DEPS, PRINCIPAL, REQUEST_ID, Deps
 from service.entrypoints.api.errors import ApiError
 from service.entrypoints.api.io import ASCII_NUMBER, parse_body, parse_query, respond
 from service.entrypoints.api.readiness import READINESS
+from service.entrypoints.api.sse import follow, open_stream
 from service.entrypoints.api.watch import TOKEN_WATCH
 from service.ids import request_id as make_request_id
 from service.transcripts import (
@@ -380,14 +379,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     else:
         after = resumed
         await _not_past_the_head(request, after, "invalid_last_event_id", "Last-Event-ID")
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    response = await open_stream(request)
     if request.method == "HEAD":
         return response  # the headers only: no stream behind them
     seen = companies(request)
@@ -399,35 +391,24 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         page_size=q.limit,
     )
     encode = msgspec.json.Encoder().encode
-    watch, token_id = request.app[TOKEN_WATCH], request[PRINCIPAL].token_id
-    # Set when the token is revoked or expires, or when the server stops.
-    ended = watch.open(token_id)
-    try:
-        await response.write(b": connected\n\n")
-        while not ended.is_set():
-            page = await sub.next_page_before(ended, d.heartbeat_seconds)
-            if page is None:  # a quiet heartbeat interval, or the stream must end
-                if not ended.is_set():
-                    await asyncio.wait_for(response.write(b": keepalive\n\n"), 10)
-                continue
-            for e in page:
-                if ended.is_set():  # revoked mid-page: not one more frame (a page holds 1,000)
-                    break
-                frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                    e.position,
-                    e.type.encode(),
-                    encode(_event_item(e)),
-                )
-                # A client that cannot take a frame in 10 s is dropped; it resumes by Last-Event-ID.
-                await asyncio.wait_for(response.write(frame), 10)
-        if not request.app[CLOSING].is_set():
-            await asyncio.wait_for(response.write(b": token revoked or expired\n\n"), 10)
-    except (ConnectionResetError, TimeoutError, asyncio.CancelledError):
-        pass
-    finally:
-        watch.close(token_id, ended)
-        with contextlib.suppress(Exception):
-            await sub.close()
+
+    def frame(e: RecordedEvent) -> bytes:
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+            e.position,
+            e.type.encode(),
+            encode(_event_item(e)),
+        )
+
+    await follow(
+        request,
+        response,
+        sub,
+        watch=request.config_dict[TOKEN_WATCH],
+        key=request[PRINCIPAL].token_id,
+        heartbeat=d.heartbeat_seconds,
+        frame=frame,
+        farewell=b": token revoked or expired\n\n",
+    )
     return response
 
 

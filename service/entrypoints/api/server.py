@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -12,7 +13,7 @@ from service.application.app import Application
 from service.config import Settings, StartupError
 from service.entrypoints.api.app import create_app
 from service.entrypoints.api.cursor import Cursors
-from service.entrypoints.api.deps import Deps
+from service.entrypoints.api.deps import ConsoleSettings, Deps
 from service.entrypoints.api.edge import EdgeLimits, EdgeSite
 from service.entrypoints.api.ratelimit import RateLimiter, parse_networks
 from service.logs import get_logger
@@ -46,6 +47,18 @@ async def build_deps(
         default_model=settings.openai_model,
         heartbeat_seconds=settings.sse_heartbeat_seconds,
         log=get_logger("api"),
+        console=console_settings(settings),
+    )
+
+
+def console_settings(settings: Settings) -> ConsoleSettings | None:
+    """The admin console's settings, or None when CONSOLE_ENABLED is false."""
+    if not settings.console_enabled:
+        return None
+    return ConsoleSettings(
+        idle=timedelta(minutes=settings.console_session_idle_minutes),
+        max_age=timedelta(hours=settings.console_session_max_hours),
+        secure_cookies=settings.console_secure_cookies,
     )
 
 
@@ -77,6 +90,10 @@ async def start_api(
             f" {exc.strerror or exc} (set HOST / PORT, or run with --no-api)"
         ) from None
     get_logger("api").info("api.listening", host=settings.host, port=settings.port)
+    if settings.console_enabled:
+        get_logger("console").info(
+            "console.listening", url=f"http://{settings.host}:{settings.port}/admin/"
+        )
     return runner
 
 
