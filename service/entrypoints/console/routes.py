@@ -7,7 +7,14 @@ entry, so a route cannot exist without a role decision. A new pages module adds 
 
 from __future__ import annotations
 
-from service.entrypoints.console import auth, live, pages
+from service.entrypoints.console import (
+    auth,
+    live,
+    pages,
+    pages_admin,
+    pages_batches,
+    pages_requests,
+)
 from service.entrypoints.console.assets import static_file
 from service.entrypoints.console.core import ConsoleRoute
 
@@ -16,6 +23,9 @@ CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
     *auth.ROUTES,
     *live.ROUTES,
     *pages.ROUTES,
+    *pages_requests.ROUTES,
+    *pages_batches.ROUTES,
+    *pages_admin.ROUTES,
 )
 
 _BY_KEY = {(r.method, r.path): r for r in CONSOLE_ROUTES}
