@@ -26,6 +26,7 @@ from service.entrypoints.api.deps import ConsoleSettings
 from service.entrypoints.api.ratelimit import RateLimiter
 from service.entrypoints.api.server import build_deps
 from service.entrypoints.runtime import Runtime
+from tests.conftest import Running
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page
@@ -36,20 +37,22 @@ SCOPED_COMPANY = "acme"
 
 @dataclass
 class Console:
-    """A running API with its console: base URL, an HTTP client, the runtime, tokens by
-    role ("support", "admin", "superadmin") and "scoped" (a support token for acme)."""
+    """A running API with its console: base URL, an HTTP client, the runtime (its OpenAI is
+    the emulator), tokens by role ("support", "admin", "superadmin") and "scoped" (a
+    support token for acme)."""
 
     url: str
     client: TestClient  # type: ignore[type-arg]
     runtime: Runtime
     tokens: dict[str, str]
+    emulator: Running
 
 
 ConsoleFactory = Callable[..., Awaitable[Console]]
 
 
 @pytest.fixture
-async def console_factory(db_dsn: str) -> AsyncIterator[ConsoleFactory]:
+async def console_factory(db_dsn: str, emulator: Running) -> AsyncIterator[ConsoleFactory]:
     """Start consoles: `await console_factory(idle=timedelta(seconds=2), auth_failures=2)`."""
     made: list[tuple[TestClient, Runtime]] = []  # type: ignore[type-arg]
 
@@ -66,8 +69,8 @@ async def console_factory(db_dsn: str) -> AsyncIterator[ConsoleFactory]:
             batch_polling_interval_seconds=0,
             console_enabled=enabled,
         )
-        # The console never calls OpenAI: a client that would fail if it did.
-        client = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-test")
+        # Cancelling a batch calls OpenAI; pages seed their data by running the pipeline.
+        client = openai.AsyncOpenAI(base_url=f"{emulator.url}/v1", api_key="sk-test", max_retries=0)
         runtime = await Runtime.open(settings, db_dsn, client)
         deps = await build_deps(runtime.store, runtime.app, runtime.metrics, settings)
         deps = replace(
@@ -87,7 +90,7 @@ async def console_factory(db_dsn: str) -> AsyncIterator[ConsoleFactory]:
             pool, "scoped-token", Role.support, companies=[SCOPED_COMPANY]
         )
         url = str(test_client.make_url("")).rstrip("/")
-        return Console(url, test_client, runtime, tokens)
+        return Console(url, test_client, runtime, tokens, emulator)
 
     yield make
     for test_client, runtime in made:
