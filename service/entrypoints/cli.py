@@ -53,6 +53,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_console_screenshots(args: argparse.Namespace, settings: Settings) -> int:
+    """Save a PNG of every console page on the demo's data."""
+    from pathlib import Path
+
+    from service.tools.screenshots import main as screenshots
+
+    return screenshots(_database_url(args, settings), Path(args.out))
+
+
 def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
     """Write (or with --check, compare) the documents generated from the declarations."""
     from pathlib import Path
@@ -309,13 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="run throughput benchmarks against a scratch database",
         description="Each suite runs in a scratch database created on the server and dropped "
         "after. Suites: append_batched, append_single, read_all, fanout, decide, rebuild,"
-        " read_latency, pipeline, api, creator (docs/benchmarks.md says what each measures).",
+        " read_latency, pipeline, api, creator, console (docs/benchmarks.md says what each"
+        " measures).",
     )
     p.add_argument("suites", nargs="*", help="suites to run (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--database-url", help="server DSN to create the scratch database on")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "console-screenshots",
+        help="save a PNG of every admin console page, on the demo's data",
+        description="Runs the demo's sample through the pipeline in a scratch database (created "
+        "on the server and dropped after), serves the console, signs in as a superadmin and "
+        "saves each page with Debian's Chromium (/usr/bin/chromium) through Playwright: 1280 px "
+        "wide, and the overview and requests also 390 px wide.",
+    )
+    p.add_argument("--out", default="docs/console", help="folder for the PNGs (docs/console)")
+    p.add_argument("--database-url", help="server DSN to create the scratch database on")
+    p.set_defaults(handler=cmd_console_screenshots)
 
     _add_emulator_parser(sub)
     _add_tokens_parser(sub)

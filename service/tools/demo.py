@@ -60,7 +60,7 @@ def _print_summary(counts: queries.StatusCounts, batches: int, seconds: float) -
         print(f"  {status:<24}{n:>9}")
 
 
-def _print_try(token: str, base: str) -> None:
+def _print_try(token: str, base: str, *, console: bool = True) -> None:
     auth = f'-H "Authorization: Bearer {token}"'
     print(f"\nadmin token (shown once): {token}\n\ntry:")
     print(f"  curl {auth} {base}/api/admin/legacy/summary")
@@ -68,6 +68,8 @@ def _print_try(token: str, base: str) -> None:
     print(f"  curl {auth} {base}/api/admin/legacy/batches")
     print(f'  curl -N {auth} "{base}/api/admin/legacy/events/stream?category=batch"')
     print(f"  open {base}/api/admin/legacy/openapi.json (with the token) for every route")
+    if console:  # CONSOLE_ENABLED
+        print(f"\nadmin console: open {base}/admin/ and sign in with the admin token above")
 
 
 async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Path = SAMPLE) -> int:
@@ -110,7 +112,7 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
         token = await create_token(
             runtime.store.pool, f"demo-admin-{secrets.token_hex(3)}", Role.admin
         )
-        _print_try(token, f"http://127.0.0.1:{port}")
+        _print_try(token, f"http://127.0.0.1:{port}", console=settings.console_enabled)
         if not exit_when_done:
             print("\nserving until Ctrl-C", flush=True)
             await stop.wait()

@@ -20,6 +20,7 @@ from service.entrypoints.api.watch import Validity, Watch, keep_watching
 from service.entrypoints.console.assets import load_assets
 from service.entrypoints.console.core import CONSOLE, PREFIX, Console
 from service.entrypoints.console.guard import console_headers, guard
+from service.entrypoints.console.pages_admin import rebuild_jobs
 from service.entrypoints.console.rendering import setup_templates
 from service.entrypoints.console.routes import CONSOLE_ROUTES
 from service.logs import get_logger
@@ -47,6 +48,7 @@ def create_console(deps: Deps, settings: ConsoleSettings | None = None) -> web.A
     app[CONSOLE] = Console(deps, chosen, watch, get_logger("console"), load_assets())
     app[SESSION_WATCH] = watch
     app.cleanup_ctx.append(keep_watching(SESSION_WATCH))
+    app.cleanup_ctx.append(rebuild_jobs)  # projection rebuilds started from the console
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(console_headers)
     setup_templates(app, app[CONSOLE].assets)

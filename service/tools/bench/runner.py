@@ -11,11 +11,17 @@ import msgspec
 
 from eventstore import EventStore
 from service.adapters.database import migrate
-from service.tools.bench import domain_suites, eventstore_suites, pipeline_suites, read_suites
+from service.tools.bench import (
+    console_suites,
+    domain_suites,
+    eventstore_suites,
+    pipeline_suites,
+    read_suites,
+)
 from service.tools.bench.core import SUITES, Bench, Result
 
 # Importing the suite modules registers their suites.
-LOADED = (eventstore_suites, domain_suites, read_suites, pipeline_suites)
+LOADED = (eventstore_suites, domain_suites, read_suites, pipeline_suites, console_suites)
 
 
 async def _scratch_database(admin_dsn: str, name: str) -> str:

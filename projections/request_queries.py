@@ -1,0 +1,180 @@
+"""Read queries for the console's requests pages: filtered keyset pages newest first,
+lookups by id, one request in full. Every query takes the reader's `companies`
+(None: every company) and never returns another company's request.
+
+Newest first over every status (or every company of a scoped reader) is one keyset
+branch per (status, company) on the indexes (status, seq) and (company_id, status, seq),
+merged by seq: PostgreSQL then reads only about `limit` rows per branch. A batch uses
+(batch_id, seq); a session id uses the unique (company_id, session_id) over the known
+companies. A model or a queued-at range is filtered along the way (see the report in
+docs/console.md for the indexes that keep rare values fast).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from projections import queries
+from projections.queries import RequestView
+from statemachine.states import RequestState
+
+Pool = Any  # an asyncpg Pool or Connection
+Companies = frozenset[str] | None
+
+MAX_BRANCHES = 64
+"""Above this many (status, company) branches one plain query is cheaper to plan."""
+
+
+class RequestFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What the requests page filters by; None or empty: no filter on it."""
+
+    statuses: tuple[RequestState, ...] = ()  # empty: every status
+    company_id: str | None = None
+    batch_id: str | None = None
+    model: str | None = None
+    session_id: str | None = None
+    queued_from: datetime | None = None  # inclusive
+    queued_before: datetime | None = None  # exclusive
+
+
+class RequestListRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A request as the requests page and its CSV show it."""
+
+    request_id: str
+    seq: int
+    company_id: str
+    session_id: str
+    model: str
+    status: RequestState
+    batch_id: str | None
+    attempts: int
+    last_error_code: str | None
+    total_tokens: int
+    cost_micro_usd: int
+    queued_at: datetime
+
+
+_COLUMNS = ", ".join(RequestListRow.__struct_fields__)
+_ALL = tuple(RequestState)
+
+
+class _Args:
+    """Positional parameters of one statement."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _companies_for(f: RequestFilter, companies: Companies) -> list[str] | None:
+    """The companies to read (None: all); empty: nothing is visible."""
+    if f.company_id is not None:
+        return [f.company_id] if companies is None or f.company_id in companies else []
+    return None if companies is None else sorted(companies)
+
+
+def _common(f: RequestFilter, a: _Args, before_seq: int | None) -> list[str]:
+    where = []
+    if f.model is not None:
+        where.append(f"model = {a.add(f.model)}")
+    if f.queued_from is not None:
+        where.append(f"queued_at >= {a.add(f.queued_from)}")
+    if f.queued_before is not None:
+        where.append(f"queued_at < {a.add(f.queued_before)}")
+    if before_seq is not None:
+        where.append(f"seq < {a.add(before_seq)}")
+    return where
+
+
+async def _known_companies(pool: Pool) -> list[str]:
+    """Every company with requests (from the small counters table)."""
+    rows = await pool.fetch("SELECT DISTINCT company_id FROM request_status_counts ORDER BY 1")
+    return [r[0] for r in rows]
+
+
+async def requests_newest_first(
+    pool: Pool,
+    f: RequestFilter,
+    limit: int,
+    *,
+    before_seq: int | None = None,
+    companies: Companies = None,
+) -> tuple[list[RequestListRow], int | None]:
+    """A keyset page of the matching requests, newest first; and the seq to continue
+    before (None: this was the last page)."""
+    wanted = _companies_for(f, companies)
+    if wanted == []:
+        return [], None
+    statuses = f.statuses or _ALL
+    a = _Args()
+    if f.session_id is not None or f.batch_id is not None:
+        where = _common(f, a, before_seq)
+        if f.session_id is not None:
+            # The unique (company_id, session_id) index, one probe per company.
+            names = wanted if wanted is not None else await _known_companies(pool)
+            where.append(f"company_id = ANY({a.add(names)}::text[])")
+            where.append(f"session_id = {a.add(f.session_id)}")
+        elif wanted is not None:
+            where.append(f"company_id = ANY({a.add(wanted)}::text[])")
+        if f.batch_id is not None:
+            where.append(f"batch_id = {a.add(f.batch_id)}")
+        if len(statuses) < len(_ALL):
+            where.append(f"status = ANY({a.add([s.value for s in statuses])}::text[])")
+        sql = (
+            f"SELECT {_COLUMNS} FROM requests WHERE {' AND '.join(where)}"
+            f" ORDER BY seq DESC LIMIT {a.add(limit + 1)}"
+        )
+    else:
+        groups: list[str | None] = list(wanted) if wanted is not None else [None]
+        common = _common(f, a, before_seq)
+        lim = a.add(limit + 1)
+        if len(statuses) * len(groups) <= MAX_BRANCHES:
+            branches = []
+            for status in statuses:
+                for company in groups:
+                    where = [f"status = {a.add(status.value)}", *common]
+                    if company is not None:
+                        where.append(f"company_id = {a.add(company)}")
+                    branches.append(
+                        f"(SELECT {_COLUMNS} FROM requests WHERE {' AND '.join(where)}"
+                        f" ORDER BY seq DESC LIMIT {lim})"
+                    )
+            sql = f"SELECT * FROM ({' UNION ALL '.join(branches)}) u ORDER BY seq DESC LIMIT {lim}"
+        else:
+            where = [f"status = ANY({a.add([s.value for s in statuses])}::text[])", *common]
+            where.append(f"company_id = ANY({a.add(wanted)}::text[])")
+            sql = (
+                f"SELECT {_COLUMNS} FROM requests WHERE {' AND '.join(where)}"
+                f" ORDER BY seq DESC LIMIT {lim}"
+            )
+    records = await pool.fetch(sql, *a.values)
+    page = msgspec.convert([dict(r) for r in records[:limit]], list[RequestListRow])
+    return page, (page[-1].seq if len(records) > limit else None)
+
+
+async def visible_request_id(
+    pool: Pool, request_id: str, *, companies: Companies = None
+) -> str | None:
+    """`request_id` when such a request exists and the reader may see it."""
+    company = await pool.fetchval(
+        "SELECT company_id FROM requests WHERE request_id = $1", request_id
+    )
+    if company is None or (companies is not None and company not in companies):
+        return None
+    return request_id
+
+
+async def request_detail(
+    pool: Pool, request_id: str, *, companies: Companies = None
+) -> RequestView | None:
+    """One request with its analysis, usage and cost (None: unknown or not visible)."""
+    found = await queries.request_detail(pool, request_id)
+    if found is None or (companies is not None and found.company_id not in companies):
+        return None
+    return found
