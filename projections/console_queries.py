@@ -7,8 +7,8 @@ millions of requests stored:
 * requests per status: the `request_status_counts` counters (one row per company and
   status), never a count over `requests`;
 * batches in flight: `batches_status_seq_idx`;
-* cost and requests finished per hour: the partial indexes of `0002_console_indexes.sql`
-  (completed requests by `completed_at`, failed ones by `updated_at`);
+* cost and requests finished per hour: `request_hours`, kept by the requests projection
+  (`0002_console_indexes.sql`);
 * projection lag: `projection_checkpoints` and the log's head (an index probe).
 """
 
@@ -33,7 +33,6 @@ Companies = frozenset[str] | None
 """The companies a reader may see; None: every company."""
 
 COMPLETE = RequestState.PROCESSING_COMPLETE.value
-FAILED = RequestState.PROCESSING_FAILED.value
 
 
 class CompanyCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -229,46 +228,42 @@ async def batches_in_flight(pool: Pool, limit: int, *, companies: Companies) -> 
 
 
 async def costs(pool: Pool, now: datetime, *, companies: Companies) -> Costs:
-    """Cost of completed requests today (since 00:00 UTC), in 7 and in 30 days; one
-    index-only range scan of `requests_completed_at_idx`."""
+    """Cost of completed requests today (since 00:00 UTC), in the last 7 and 30 days (whole
+    hours: the window starts at the hour it falls in), from `request_hours`."""
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    week, month = now - timedelta(days=7), now - timedelta(days=30)
+    week, month = _hour(now - timedelta(days=7)), _hour(now - timedelta(days=30))
     scope = _scope(companies)
     sql = (
-        "SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE completed_at >= $2), 0)::bigint,"
-        " coalesce(sum(cost_micro_usd) FILTER (WHERE completed_at >= $3), 0)::bigint,"
+        "SELECT coalesce(sum(cost_micro_usd) FILTER (WHERE hour >= $1), 0)::bigint,"
+        " coalesce(sum(cost_micro_usd) FILTER (WHERE hour >= $2), 0)::bigint,"
         " coalesce(sum(cost_micro_usd), 0)::bigint"
-        " FROM requests WHERE status = $1 AND completed_at >= $4"
+        " FROM request_hours WHERE hour >= $3"
     )
-    args: list[Any] = [COMPLETE, today, week, month]
+    args: list[Any] = [today, week, month]
     if scope is not None:
-        sql += " AND company_id = ANY($5::text[])"
+        sql += " AND company_id = ANY($4::text[])"
         args.append(scope)
     row = await pool.fetchrow(sql, *args)
     return Costs(today=int(row[0]), week=int(row[1]), month=int(row[2]))
+
+
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
 
 
 async def finished_per_hour(
     pool: Pool, now: datetime, *, hours: int = 24, companies: Companies
 ) -> list[HourBucket]:
     """Requests finished in each of the last `hours` hours (UTC, the current one last),
-    every hour present: two index range scans (requests_completed_at_idx,
-    requests_failed_at_idx)."""
-    current = now.replace(minute=0, second=0, microsecond=0)
-    start = current - timedelta(hours=hours - 1)
+    every hour present, from `request_hours`."""
+    start = _hour(now) - timedelta(hours=hours - 1)
     scope = _scope(companies)
-    company = " AND company_id = ANY($4::text[])" if scope is not None else ""
+    company = " AND company_id = ANY($2::text[])" if scope is not None else ""
     sql = (
-        "SELECT hour, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed FROM ("
-        " SELECT date_trunc('hour', completed_at, 'UTC') AS hour, count(*) AS completed,"
-        " 0 AS failed"
-        f" FROM requests WHERE status = $1 AND completed_at >= $3{company} GROUP BY 1"
-        " UNION ALL"
-        " SELECT date_trunc('hour', updated_at, 'UTC'), 0, count(*)"
-        f" FROM requests WHERE status = $2 AND updated_at >= $3{company} GROUP BY 1"
-        ") t GROUP BY hour"
+        "SELECT hour, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed"
+        f" FROM request_hours WHERE hour >= $1{company} GROUP BY hour"
     )
-    args: list[Any] = [COMPLETE, FAILED, start]
+    args: list[Any] = [start]
     if scope is not None:
         args.append(scope)
     rows = await pool.fetch(sql, *args)

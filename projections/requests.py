@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import assert_never
 
 import asyncpg
@@ -142,7 +142,12 @@ class RequestsProjection:
     """Requests, their counters and analyses, from the `request` streams."""
 
     name: str = "requests"
-    tables: tuple[str, ...] = ("requests", "request_status_counts", "session_analyses")
+    tables: tuple[str, ...] = (
+        "requests",
+        "request_status_counts",
+        "session_analyses",
+        "request_hours",
+    )
     categories: tuple[str, ...] = ("request",)
 
     async def apply(
@@ -152,10 +157,12 @@ class RequestsProjection:
         ids = list({ev.request_id for _, ev in events if isinstance(ev, REQUEST_EVENTS)})
         rows = await _load(conn, tables["requests"], ids)
         before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
+        finished = {rid: _finished(r) for rid, r in rows.items()}
         analyses: dict[str, tuple[object, ...]] = {}
         fold(rows, events, analyses)
         await _save(conn, tables, rows, analyses)
         await _count(conn, tables["request_status_counts"], before, rows)
+        await _count_hours(conn, tables["request_hours"], finished, rows)
 
     def replay(self) -> RequestsReplay:
         """An in-memory fold for a rebuild."""
@@ -199,6 +206,7 @@ class RequestsReplay(KeyedReplay[RequestRow]):
             f"INSERT INTO {tables['request_status_counts']} (company_id, status, n)"
             f" SELECT company_id, status, count(*) FROM {tables['requests']} GROUP BY 1, 2"
         )
+        await conn.execute(count_hours_sql(tables["requests"], tables["request_hours"]))
 
 
 async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, RequestRow]:
@@ -255,6 +263,75 @@ async def _count(
         )
         # No zero rows: a rebuild, which chunks differently, must produce the same table.
         await conn.execute(f"DELETE FROM {table} WHERE n = 0")
+
+
+Finished = tuple[str, datetime, int, int, int]  # company, hour, completed, failed, cost
+
+
+def count_hours_sql(requests: str, hours: str) -> str:
+    """`hours` counted from the rows of `requests` (a rebuild, or rows loaded in bulk): the
+    same grouping `_finished` keeps row by row."""
+    return (
+        f"INSERT INTO {hours} (company_id, hour, completed, failed, cost_micro_usd)"
+        " SELECT company_id, hour, sum(completed), sum(failed), sum(cost) FROM ("
+        "  SELECT company_id, date_trunc('hour', completed_at, 'UTC') AS hour,"
+        "   1 AS completed, 0 AS failed, cost_micro_usd AS cost"
+        f"  FROM {requests} WHERE status = 'PROCESSING_COMPLETE'"
+        "  UNION ALL"
+        "  SELECT company_id, date_trunc('hour', updated_at, 'UTC'), 0, 1, 0"
+        f"  FROM {requests} WHERE status = 'PROCESSING_FAILED'"
+        " ) t GROUP BY 1, 2"
+    )
+
+
+def _hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _finished(row: RequestRow) -> Finished | None:
+    """Where a finished request counts in `request_hours`: completed in the hour of its
+    completion (with its cost), failed in the hour of its failure; None while unfinished."""
+    if row.status is RequestState.PROCESSING_COMPLETE and row.completed_at is not None:
+        return (row.company_id, _hour(row.completed_at), 1, 0, row.cost_micro_usd)
+    if row.status is RequestState.PROCESSING_FAILED:
+        return (row.company_id, _hour(row.updated_at), 0, 1, 0)
+    return None
+
+
+async def _count_hours(
+    conn: asyncpg.Connection,
+    table: str,
+    before: Mapping[str, Finished | None],
+    rows: dict[str, RequestRow],
+) -> None:
+    """Keep `request_hours` equal to the finished requests grouped by company and hour: a
+    requeued failure leaves its hour, a completion enters its own."""
+    deltas: dict[tuple[str, datetime], list[int]] = {}
+    for rid, row in rows.items():
+        old, new = before.get(rid), _finished(row)
+        if old == new:
+            continue
+        for entry, sign in ((old, -1), (new, 1)):
+            if entry is not None:
+                company, hour, completed, failed, cost = entry
+                d = deltas.setdefault((company, hour), [0, 0, 0])
+                d[0], d[1], d[2] = d[0] + sign * completed, d[1] + sign * failed, d[2] + sign * cost
+    keys = [k for k, d in deltas.items() if any(d)]
+    if not keys:
+        return
+    await conn.execute(
+        f"INSERT INTO {table} (company_id, hour, completed, failed, cost_micro_usd)"
+        " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[],"
+        " $5::bigint[]) ON CONFLICT (company_id, hour) DO UPDATE SET"
+        f" completed = {table}.completed + excluded.completed,"
+        f" failed = {table}.failed + excluded.failed,"
+        f" cost_micro_usd = {table}.cost_micro_usd + excluded.cost_micro_usd",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        *([deltas[k][i] for k in keys] for i in range(3)),
+    )
+    # No empty rows: a rebuild, which counts the final rows, must produce the same table.
+    await conn.execute(f"DELETE FROM {table} WHERE completed = 0 AND failed = 0")
 
 
 ANALYSIS_COLUMNS = (

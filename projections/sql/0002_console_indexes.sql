@@ -1,13 +1,18 @@
--- The admin console's overview and batches pages (#16), fast with millions of requests.
+-- The admin console's pages (#16), fast with millions of requests.
 
--- Cost of completed requests today / 7 / 30 days and completions per hour: an index-only
--- range scan by completion time instead of reading every completed request.
-CREATE INDEX IF NOT EXISTS requests_completed_at_idx ON requests (completed_at)
-    INCLUDE (company_id, cost_micro_usd) WHERE status = 'PROCESSING_COMPLETE';
-
--- Failures per hour: a failed request's last change is when it failed.
-CREATE INDEX IF NOT EXISTS requests_failed_at_idx ON requests (updated_at)
-    INCLUDE (company_id) WHERE status = 'PROCESSING_FAILED';
+-- Requests finished per company and hour (UTC), kept by the requests projection: the
+-- overview's cost today / 7 / 30 days and its 24-hour chart read at most 720 rows per
+-- company instead of every request finished in 30 days (a sum over 250,000 rows took
+-- 170 ms at 1,000,000 requests).
+CREATE TABLE IF NOT EXISTS request_hours (
+    company_id     text        NOT NULL,
+    hour           timestamptz NOT NULL,
+    completed      bigint      NOT NULL DEFAULT 0,
+    failed         bigint      NOT NULL DEFAULT 0,
+    cost_micro_usd bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (company_id, hour)
+);
+CREATE INDEX IF NOT EXISTS request_hours_hour_idx ON request_hours (hour);
 
 -- The batches list, newest first, with or without a company: a keyset walk backwards.
 CREATE INDEX IF NOT EXISTS batches_seq_idx ON batches (seq);

@@ -137,6 +137,7 @@ TABLES = [
     ("request_status_counts", "company_id, status"),
     ("session_analyses", "request_id"),
     ("batches", "batch_id"),
+    ("request_hours", "company_id, hour"),
 ]
 
 
@@ -168,6 +169,17 @@ async def test_rebuild_that_writes_out_rows_midway_still_equals_the_live_tables(
     rebuilt = {t: await table_rows(store, t, k) for t, k in TABLES}
     for t, _ in TABLES:
         assert rebuilt[t] == live[t], t
+    finished = await store.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'PROCESSING_COMPLETE') AS completed,"
+        " count(*) FILTER (WHERE status = 'PROCESSING_FAILED') AS failed,"
+        " sum(cost_micro_usd) AS cost FROM requests"
+    )
+    hours = await store.pool.fetchrow(
+        "SELECT sum(completed) AS completed, sum(failed) AS failed,"
+        " sum(cost_micro_usd) AS cost FROM request_hours"
+    )
+    assert finished["failed"] > 0  # requeued failures left their hour; the rest stayed
+    assert tuple(hours.values()) == tuple(finished.values())
 
 
 async def test_reads_answer_from_the_old_tables_during_a_rebuild_and_switch_at_the_swap(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from eventstore import EventStore
+from projections.requests import count_hours_sql
 from service.net import free_port
 from service.tools.bench.core import Bench, Result, percentiles, suite, with_baseline
 from service.tools.bench.processes import start_cli
@@ -46,12 +47,16 @@ async def rebuild_suite(b: Bench) -> list[Result]:
 
 _FILL_REQUESTS = """
 INSERT INTO requests (request_id, seq, company_id, session_id, model, source, status, attempts,
-                      queued_at, updated_at, version, position)
-SELECT 'req' || g, g, 'co' || (g % 20), 's' || g, 'gpt-4o-mini', 'bench',
-       (ARRAY['PENDING_BATCHING', 'BATCHING_IN_PROGRESS', 'PROCESSING_COMPLETE',
-              'PROCESSING_FAILED'])[1 + g % 4],
-       1, now(), now(), 1, g
-FROM generate_series(1, $1) g
+                      queued_at, updated_at, completed_at, cost_micro_usd, version, position)
+SELECT 'req' || g, g, 'co' || (g % 20), 's' || g, 'gpt-4o-mini', 'bench', status, 1,
+       finished, finished, CASE WHEN status = 'PROCESSING_COMPLETE' THEN finished END,
+       CASE WHEN status = 'PROCESSING_COMPLETE' THEN 100 + g % 900 ELSE 0 END, 1, g
+FROM generate_series(1, $1) g,
+     LATERAL (SELECT (ARRAY['PENDING_BATCHING', 'BATCHING_IN_PROGRESS', 'PROCESSING_COMPLETE',
+                            'PROCESSING_FAILED'])[1 + g % 4] AS status,
+                     -- finished over the last 30 days: the overview's costs and chart
+                     -- read a month of completions, the worst case
+                     now() - (g % 720) * interval '1 hour' AS finished) f
 """
 
 
@@ -63,6 +68,7 @@ async def _fill_requests(store: EventStore, n: int) -> None:
             "INSERT INTO request_status_counts"
             " SELECT company_id, status, count(*) FROM requests GROUP BY 1, 2"
         )
+        await conn.execute(count_hours_sql("requests", "request_hours"))
         await conn.execute("ANALYZE requests")
 
 
