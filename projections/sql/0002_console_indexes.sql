@@ -13,6 +13,19 @@ CREATE TABLE IF NOT EXISTS request_hours (
     PRIMARY KEY (company_id, hour)
 );
 CREATE INDEX IF NOT EXISTS request_hours_hour_idx ON request_hours (hour);
+-- A database upgraded with requests already finished: count them once, here, as the
+-- projection's rebuild does (projections/requests.py, count_hours_sql); from now on the
+-- projection keeps the table.
+INSERT INTO request_hours (company_id, hour, completed, failed, cost_micro_usd)
+SELECT company_id, hour, sum(completed), sum(failed), sum(cost) FROM (
+    SELECT company_id, date_trunc('hour', completed_at, 'UTC') AS hour,
+           1 AS completed, 0 AS failed, cost_micro_usd AS cost
+    FROM requests WHERE status = 'PROCESSING_COMPLETE'
+    UNION ALL
+    SELECT company_id, date_trunc('hour', updated_at, 'UTC'), 0, 1, 0
+    FROM requests WHERE status = 'PROCESSING_FAILED'
+) t GROUP BY 1, 2
+ON CONFLICT (company_id, hour) DO NOTHING;
 
 -- The batches list, newest first, with or without a company: a keyset walk backwards.
 CREATE INDEX IF NOT EXISTS batches_seq_idx ON batches (seq);

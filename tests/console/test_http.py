@@ -276,3 +276,49 @@ def test_console_settings_come_from_the_environment() -> None:
     ]:
         with pytest.raises(ConfigError, match=name):
             load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/requests?to=9999-12-31"),
+        ("GET", "/admin/requests.csv?to=9999-12-31"),
+        ("GET", "/admin/requests/%00"),
+        ("POST", "/admin/requests/%00/requeue"),
+        ("GET", "/admin/batches?company=a%00b"),
+        ("POST", "/admin/tokens/a%00b/revoke"),
+    ],
+)
+async def test_odd_values_in_the_address_get_a_clear_4xx_page_never_a_500(
+    console: Console, method: str, path: str
+) -> None:
+    c = console.client
+    csrf = await sign_in(c, console.tokens["superadmin"])
+    r = await c.request(method, path, data={"csrf_token": csrf}, allow_redirects=False)
+    assert 400 <= r.status < 500, (r.status, await r.text())
+    assert r.content_type == "text/html"
+
+
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+async def test_markup_in_a_transcript_is_shown_as_text_never_run(console: Console) -> None:
+    c = console.client
+    await sign_in(c, console.tokens["support"])
+    await queue_many(ledger(console.runtime.store), 1, prefix="x", transcript=HOSTILE)
+    await console.runtime.catch_up()
+    page = await (await c.get("/admin/requests/x0")).text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+    assert "<img src=x" not in page
+
+
+async def test_signing_in_replaces_a_planted_session_id(console: Console) -> None:
+    c = console.client
+    jar, admin = c.session.cookie_jar, c.make_url("/admin/")
+    planted = "attacker-chosen-session-id"
+    jar.update_cookies({"bl_session": planted}, admin)  # session fixation: a known id
+    await sign_in(c, console.tokens["admin"])
+    issued = jar.filter_cookies(admin)["bl_session"].value
+    assert issued != planted
+    assert len(issued) >= 40  # a fresh random id from the server, not the visitor's

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+import projections
 from eventstore import EventStore
 from projections import queries
 from projections.batches import BatchesProjection
@@ -362,3 +364,18 @@ async def test_a_failing_projection_runner_logs_the_failure_as_json_and_keeps_tr
         "broken-for-test",
     )
     assert "RuntimeError: boom" in first["exception"]
+
+
+async def test_the_request_hours_migration_counts_the_requests_finished_before_it(
+    store: EventStore,
+) -> None:
+    """An upgraded database gets `request_hours` from its finished requests, as the
+    projection would have kept it (the projection only adds changes from then on)."""
+    await build_history(store, batches=3, size=20)
+    await catch_up(store)
+    kept = await table_rows(store, "request_hours", "company_id, hour")
+    assert kept
+    await store.pool.execute("TRUNCATE request_hours")  # as just before the migration
+    migration = Path(projections.__file__).parent / "sql" / "0002_console_indexes.sql"
+    await store.pool.execute(migration.read_text())
+    assert await table_rows(store, "request_hours", "company_id, hour") == kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,3 +141,13 @@ def can(request: web.Request, role: Role) -> bool:
     """Whether the signed-in token has at least `role` (False when nobody is signed in)."""
     found = request.get(SESSION)
     return found is not None and found.principal.role >= role
+
+
+ID_TEXT = re.compile(r"[A-Za-z0-9._:@\-]{1,200}")
+"""What an id, a company or a model may be in a console URL or form (anything else is
+refused before it reaches a query: a NUL byte is an error in PostgreSQL)."""
+
+
+def valid_id(text: str) -> bool:
+    """Whether `text` may be an id, a company or a model."""
+    return ID_TEXT.fullmatch(text) is not None

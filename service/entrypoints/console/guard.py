@@ -219,6 +219,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             return error_page(request, 400, "The browser hung up.")  # nobody reads it
         c.log.warning("console.database_unavailable", path=request.path, error=type(e).__name__)
         return error_page(request, 503, headers={"Retry-After": "5"})
+    except asyncpg.DataError:  # a value the database refuses, e.g. a NUL byte in a query
+        return error_page(request, 400, "The address or the form holds a value that is not valid.")
     except Exception:
         c.log.exception("console.unhandled", path=request.path)
         return error_page(request, 500, log=c.log.error)

@@ -30,6 +30,7 @@ from service.adapters.tokens import (
     NameTaken,
     Role,
     TokenError,
+    check_name,
     create_token,
     get_token,
     list_tokens,
@@ -170,7 +171,12 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
     """POST /admin/tokens/{name}/revoke: effective at once, for the API and the console."""
     name = request.match_info["name"]
     by = actor(request).name
-    done = await revoke_token(deps(request).store.pool, name, by=by, within=companies(request))
+    try:
+        check_name(name)
+    except TokenError:
+        done = False  # no token can have that name
+    else:
+        done = await revoke_token(deps(request).store.pool, name, by=by, within=companies(request))
     if not done:
         raise PageError(
             404,

@@ -23,6 +23,7 @@ from service.entrypoints.console.core import (
     actor,
     companies,
     deps,
+    valid_id,
 )
 from service.entrypoints.console.pages import age, usd
 from service.entrypoints.console.rendering import render
@@ -86,6 +87,8 @@ def _filters(request: web.Request) -> Filters:
     raw_status = q.get("status") or None
     raw_before = q.get("before") or None
     company = (q.get("company") or "").strip() or None
+    if company is not None and not valid_id(company):
+        raise PageError(400, "A company id is letters, digits and . _ : @ - (at most 200).")
     try:
         status = BatchState(raw_status.upper()) if raw_status else None
     except ValueError:
@@ -99,8 +102,6 @@ def _filters(request: web.Request) -> Filters:
                 400, "The page link is not valid: go back to the first page of the list."
             )
         before = int(raw_before)
-    if company is not None and len(company) > 200:
-        raise PageError(400, "That company id is too long: pick one from the Company list.")
     return Filters(status=status, company=company, before=before)
 
 

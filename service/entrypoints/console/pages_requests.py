@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,18 +27,27 @@ from service.entrypoints.console.core import (
     actor,
     companies,
     deps,
+    valid_id,
 )
 from service.entrypoints.console.rendering import render
-from statemachine.events import RequestBatched, RequestCompleted, RequestFailed, RequestRequeued
+from statemachine.events import (
+    RequestBatched,
+    RequestCompleted,
+    RequestFailed,
+    RequestQueued,
+    RequestRequeued,
+)
 from statemachine.request import REQUESTS, Request, decode, fold
 from statemachine.states import RequestState
 
 PAGE_SIZE = 50
 EXPORT_PAGE = 1000
 REQUEUE_PAGE = 500
+# Pages one click requeues: an answer within a proxy's timeout; the rest on the next click
+# (requeued requests leave the failed filter).
+REQUEUE_PAGES = 20
 FILTER_FIELDS = ("status", "company", "batch", "model", "from", "to", "q")
 STATUSES = tuple(s.value.lower() for s in RequestState)
-_TEXT = re.compile(r"[A-Za-z0-9._:@\-]{1,200}")
 _CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -72,10 +80,13 @@ def _day(raw: str, label: str, errors: list[str]) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
+        day = None
+    if day is None or day >= date.max:  # the day after it is the range's end
         errors.append(f"{label} must be a date like 2026-03-01 (YYYY-MM-DD).")
         return None
+    return day
 
 
 def parse_filters(values: Mapping[str, str]) -> Filters:
@@ -94,7 +105,7 @@ def parse_filters(values: Mapping[str, str]) -> Filters:
     texts: dict[str, str | None] = {}
     for key, label in (("company", "Company"), ("batch", "Batch"), ("model", "Model")):
         value = raw[key]
-        if value and not _TEXT.fullmatch(value):
+        if value and not valid_id(value):
             errors.append(f"{label} may hold only letters, digits and . _ : @ - (at most 200).")
             value = ""
         texts[key] = value or None
@@ -125,7 +136,11 @@ def _counts(request: web.Request) -> str | None:
     except ValueError:
         return None
     noun = "request" if done == 1 else "requests"
-    return f"Requeued {done} {noun}; skipped {skipped} (not failed, or not visible to your token)."
+    more = " More failed requests remain: requeue again." if request.query.get("more") else ""
+    return (
+        f"Requeued {done} {noun}; skipped {skipped} (not failed, or not visible to your token)."
+        + more
+    )
 
 
 def _cursor(request: web.Request, filters: Filters) -> int | None:
@@ -262,7 +277,7 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
     d, scope, who = deps(request), companies(request), actor(request)
     requeued = skipped = 0
     before: int | None = None
-    while True:
+    for _ in range(REQUEUE_PAGES):
         rows, before = await rq.requests_newest_first(
             d.store.pool, query, REQUEUE_PAGE, before_seq=before, companies=scope
         )
@@ -273,13 +288,16 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
         if before is None:
             break
     filters.raw["status"] = "processing_failed"
-    back = filters.params(requeued=str(requeued), skipped=str(skipped))
+    more = {"more": "1"} if before is not None else {}
+    back = filters.params(requeued=str(requeued), skipped=str(skipped), **more)
     return see_other(f"{PREFIX}/requests?{back}")
 
 
 async def requeue_one(request: web.Request) -> web.StreamResponse:
     """POST /admin/requests/{id}/requeue (admin): one failed request."""
     rid = request.match_info["id"]
+    if not valid_id(rid):
+        raise PageError(404, _NO_SUCH)
     done = await deps(request).app.requeue([rid], actor(request), companies=companies(request))
     if done.not_found:
         raise PageError(404, _NO_SUCH)
@@ -343,7 +361,7 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     request's state as of any event (?at=<version>)."""
     rid = request.match_info["id"]
     pool, scope = deps(request).store.pool, companies(request)
-    if len(rid) > 200:
+    if not valid_id(rid):
         raise PageError(404, _NO_SUCH)
     row = await rq.request_detail(pool, rid, companies=scope)
     if row is None:
@@ -367,6 +385,8 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     # even while the projection (usage, analysis) is still catching up.
     current = fold(decoded)
     state: Request | None = fold(decoded[:at]) if at is not None else None
+    queued = decoded[0] if decoded else None
+    transcript = queued.transcript if isinstance(queued, RequestQueued) else ""
     return render(
         request,
         "request.html",
@@ -377,6 +397,7 @@ async def request_page(request: web.Request) -> web.StreamResponse:
             "at": at,
             "state": state,
             "current": current,
+            "transcript": transcript,
             "usd": usd,
             "message": _counts(request),
             "can_requeue": current is not None and current.state is RequestState.PROCESSING_FAILED,
