@@ -28,6 +28,7 @@ class Listener:
         self._next_connect_at = 0.0
         self._backoff = _BACKOFF_MIN
         self._connected_before = False
+        self._closed = False
         self.reconnects = 0
 
     def register(self) -> asyncio.Event:
@@ -48,7 +49,9 @@ class Listener:
     async def ensure(self) -> None:
         """Connect if not listening, unless a connect is under way or backing off."""
         loop = asyncio.get_running_loop()
-        if self.listening or self._connecting or loop.time() < self._next_connect_at:
+        if self._closed or self.listening or self._connecting:
+            return
+        if loop.time() < self._next_connect_at:
             return
         self._connecting = True
         try:
@@ -61,6 +64,10 @@ class Listener:
             return
         finally:
             self._connecting = False
+        if self._closed:  # the store closed while this connected: a subscription left
+            with contextlib.suppress(Exception):  # running must not hold a connection
+                await conn.close()
+            return
         if self._connected_before:
             self.reconnects += 1
         self._connected_before = True
@@ -73,7 +80,9 @@ class Listener:
             wake.set()
 
     async def close(self) -> None:
-        """Close the connection; subscriptions still registered fall back to polling."""
+        """Close the connection for good; subscriptions still registered fall back to
+        polling (a closed store's listener never connects again)."""
+        self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):

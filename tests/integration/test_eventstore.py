@@ -24,6 +24,7 @@ from eventstore import (
     StreamAppend,
     WriterBusy,
 )
+from eventstore.listener import Listener
 from eventstore.store import WRITER_LOCK_KEY, _filters, _scoped
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -644,3 +645,15 @@ async def test_a_writer_lock_timeout_of_zero_or_less_is_refused(store: EventStor
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="writer_lock_timeout"):
             EventStore(store.pool, store.dsn, writer_lock_timeout=bad)
+
+
+async def test_a_closed_listener_never_connects_again(store: EventStore) -> None:
+    """A subscription left running after its store closed (a leaked task) must not hold a
+    LISTEN connection: it would outlive its store and wake on another's database."""
+    listener = Listener(store.dsn)
+    connecting = asyncio.create_task(listener.ensure())
+    await listener.close()  # while the first connect is under way
+    await connecting
+    await listener.ensure()  # and afterwards
+    assert not listener.listening
+    assert await listener_pids(store) == []
