@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from projections import queries
-from projections.queries import RequestView
+from projections.queries import RequestItem, RequestView
 from statemachine.states import RequestState
 
 Pool = Any  # an asyncpg Pool or Connection
@@ -40,24 +40,7 @@ class RequestFilter(msgspec.Struct, frozen=True, kw_only=True):
     queued_before: datetime | None = None  # exclusive
 
 
-class RequestListRow(msgspec.Struct, frozen=True, kw_only=True):
-    """A request as the requests page and its CSV show it."""
-
-    request_id: str
-    seq: int
-    company_id: str
-    session_id: str
-    model: str
-    status: RequestState
-    batch_id: str | None
-    attempts: int
-    last_error_code: str | None
-    total_tokens: int
-    cost_micro_usd: int
-    queued_at: datetime
-
-
-_COLUMNS = ", ".join(RequestListRow.__struct_fields__)
+_COLUMNS = ", ".join(RequestItem.__struct_fields__)
 _ALL = tuple(RequestState)
 
 
@@ -105,7 +88,7 @@ async def requests_newest_first(
     *,
     before_seq: int | None = None,
     companies: Companies = None,
-) -> tuple[list[RequestListRow], int | None]:
+) -> tuple[list[RequestItem], int | None]:
     """A keyset page of the matching requests, newest first; and the seq to continue
     before (None: this was the last page)."""
     wanted = _companies_for(f, companies)
@@ -154,7 +137,7 @@ async def requests_newest_first(
                 f" ORDER BY seq DESC LIMIT {lim}"
             )
     records = await pool.fetch(sql, *a.values)
-    page = msgspec.convert([dict(r) for r in records[:limit]], list[RequestListRow])
+    page = msgspec.convert([dict(r) for r in records[:limit]], list[RequestItem])
     return page, (page[-1].seq if len(records) > limit else None)
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from eventstore import RecordedEvent
 from projections import request_queries as rq
+from projections.queries import RequestItem
 from service.adapters.tokens import Role
 from service.entrypoints.api.errors import ApiError
 from service.entrypoints.console.auth import see_other
@@ -214,7 +215,7 @@ CSV_HEADER = (
 )
 
 
-def csv_row(r: rq.RequestListRow) -> list[str]:
+def csv_row(r: RequestItem) -> list[str]:
     """One request as a CSV row (CSV_HEADER's order)."""
     values: list[object] = [
         r.request_id,
