@@ -428,3 +428,29 @@ async def wait_projected(pool: Pool, name: str, position: int) -> None:
         if done is not None and int(done) >= position:
             return
         await asyncio.sleep(0.05)
+
+
+async def openai_batch_ids(pool: Pool, batch_ids: Sequence[str]) -> dict[str, str]:
+    """The OpenAI batch id of each of `batch_ids` that was submitted (by batch id)."""
+    if not batch_ids:
+        return {}
+    rows = await pool.fetch(
+        "SELECT batch_id, openai_batch_id FROM batches"
+        " WHERE batch_id = ANY($1::text[]) AND openai_batch_id IS NOT NULL",
+        sorted(set(batch_ids)),
+    )
+    return {r["batch_id"]: r["openai_batch_id"] for r in rows}
+
+
+async def find_batch(pool: Pool, text: str, *, companies: Companies) -> str | None:
+    """The id of the batch whose id or OpenAI batch id is `text`, if the reader sees it
+    (the primary key, then the unique index on openai_batch_id)."""
+    record = await pool.fetchrow(
+        "SELECT batch_id, company_id FROM batches WHERE batch_id = $1"
+        " UNION ALL SELECT batch_id, company_id FROM batches WHERE openai_batch_id = $1"
+        " LIMIT 1",
+        text,
+    )
+    if record is None or (companies is not None and record["company_id"] not in companies):
+        return None
+    return str(record["batch_id"])

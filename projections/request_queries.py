@@ -62,7 +62,74 @@ def _companies_for(f: RequestFilter, companies: Companies) -> list[str] | None:
     return None if companies is None else sorted(companies)
 
 
-def _common(f: RequestFilter, a: _Args, before_seq: int | None) -> list[str]:
+class SeqWindow(msgspec.Struct, frozen=True):
+    """Where a queued-at range lies in seq order: every request of the range has
+    lo <= seq <= hi (None: unbounded). A guessed `lo` (exact_lo False) may be too high:
+    rows below it are looked for when a page comes out short."""
+
+    lo: int | None = None
+    hi: int | None = None
+    exact_lo: bool = True
+    empty: bool = False
+
+
+EVERYWHERE = SeqWindow()
+INDEX_ONLY_ADVANTAGE = 8
+"""About how many index entries the bounds' index-only scan reads in the time a walk
+fetches one row from the heap to test its queued_at: it decides which costs less."""
+
+
+def _range_sql(f: RequestFilter, a: _Args) -> str:
+    where = []
+    if f.queued_from is not None:
+        where.append(f"queued_at >= {a.add(f.queued_from)}")
+    if f.queued_before is not None:
+        where.append(f"queued_at < {a.add(f.queued_before)}")
+    return " AND ".join(where)
+
+
+async def _exact_window(pool: Pool, f: RequestFilter) -> SeqWindow:
+    """min and max seq of the range: an index-only scan of (queued_at, seq) over it."""
+    a = _Args()
+    row = await pool.fetchrow(
+        f"SELECT min(seq), max(seq) FROM requests WHERE {_range_sql(f, a)}", *a.values
+    )
+    if row[0] is None:
+        return SeqWindow(empty=True)
+    return SeqWindow(lo=int(row[0]), hi=int(row[1]))
+
+
+async def _seq_window(pool: Pool, f: RequestFilter) -> SeqWindow:
+    """The seq bounds of the filter's queued-at range (three index probes, in one statement)."""
+    if f.queued_from is None and f.queued_before is None:
+        return EVERYWHERE
+    a = _Args()
+    inside = _range_sql(f, a)
+    newer = "NULL::bigint"
+    if f.queued_before is not None:
+        newer = (
+            f"(SELECT seq FROM requests WHERE queued_at >= {a.add(f.queued_before)}"
+            " ORDER BY queued_at DESC LIMIT 1)"
+        )
+    row = await pool.fetchrow(
+        f"SELECT (SELECT seq FROM requests WHERE {inside} ORDER BY queued_at LIMIT 1),"
+        f" (SELECT seq FROM requests WHERE {inside} ORDER BY queued_at DESC LIMIT 1), {newer}",
+        *a.values,
+    )
+    first, last, newest = row[0], row[1], row[2]
+    if first is None:
+        return SeqWindow(empty=True)
+    # Requests queued after the range lie above it: skipping them by a walk costs a heap
+    # fetch each, bounding it costs an index-only scan of the range. The cheaper wins.
+    if newest is not None and max(newest - last, 0) * INDEX_ONLY_ADVANTAGE > last - first:
+        return await _exact_window(pool, f)
+    if f.queued_from is None:
+        return EVERYWHERE
+    # The first request of the range by queued_at is nearly always its first by seq.
+    return SeqWindow(lo=int(first), exact_lo=False)
+
+
+def _common(f: RequestFilter, a: _Args, before_seq: int | None, window: SeqWindow) -> list[str]:
     where = []
     if f.model is not None:
         where.append(f"model = {a.add(f.model)}")
@@ -72,6 +139,10 @@ def _common(f: RequestFilter, a: _Args, before_seq: int | None) -> list[str]:
         where.append(f"queued_at < {a.add(f.queued_before)}")
     if before_seq is not None:
         where.append(f"seq < {a.add(before_seq)}")
+    if window.lo is not None:
+        where.append(f"seq >= {a.add(window.lo)}")
+    if window.hi is not None:
+        where.append(f"seq <= {a.add(window.hi)}")
     return where
 
 
@@ -94,10 +165,33 @@ async def requests_newest_first(
     wanted = _companies_for(f, companies)
     if wanted == []:
         return [], None
+    window = await _seq_window(pool, f)
+    if window.empty:
+        return [], None
+    records = await _page(pool, f, limit, before_seq, wanted, window)
+    if len(records) <= limit and not window.exact_lo:
+        # A short page under a guessed lower bound: a request of the range may lie below
+        # it (queued_at out of seq order); with the exact bound nothing can hide.
+        exact = await _exact_window(pool, f)
+        if exact.lo is not None and exact.lo < (window.lo or 0):
+            records = await _page(pool, f, limit, before_seq, wanted, exact)
+    page = msgspec.convert([dict(r) for r in records[:limit]], list[RequestItem])
+    return page, (page[-1].seq if len(records) > limit else None)
+
+
+async def _page(
+    pool: Pool,
+    f: RequestFilter,
+    limit: int,
+    before_seq: int | None,
+    wanted: list[str] | None,
+    window: SeqWindow,
+) -> list[Any]:
+    """Up to limit + 1 matching rows, newest first, inside `window`."""
     statuses = f.statuses or _ALL
     a = _Args()
     if f.session_id is not None or f.batch_id is not None:
-        where = _common(f, a, before_seq)
+        where = _common(f, a, before_seq, window)
         if f.session_id is not None:
             # The unique (company_id, session_id) index, one probe per company.
             names = wanted if wanted is not None else await _known_companies(pool)
@@ -115,7 +209,7 @@ async def requests_newest_first(
         )
     else:
         groups: list[str | None] = list(wanted) if wanted is not None else [None]
-        common = _common(f, a, before_seq)
+        common = _common(f, a, before_seq, window)
         lim = a.add(limit + 1)
         if len(statuses) * len(groups) <= MAX_BRANCHES:
             branches = []
@@ -136,9 +230,7 @@ async def requests_newest_first(
                 f"SELECT {_COLUMNS} FROM requests WHERE {' AND '.join(where)}"
                 f" ORDER BY seq DESC LIMIT {lim}"
             )
-    records = await pool.fetch(sql, *a.values)
-    page = msgspec.convert([dict(r) for r in records[:limit]], list[RequestItem])
-    return page, (page[-1].seq if len(records) > limit else None)
+    return list(await pool.fetch(sql, *a.values))
 
 
 async def visible_request_id(

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.adapters.tokens import Role, create_token
 from service.config import Settings
 from service.entrypoints.api.app import create_app
-from service.entrypoints.api.deps import ConsoleSettings
+from service.entrypoints.api.deps import ConsoleSettings, Deps
 from service.entrypoints.api.ratelimit import RateLimiter
 from service.entrypoints.api.server import build_deps
 from service.entrypoints.runtime import Runtime
@@ -46,6 +46,7 @@ class Console:
     runtime: Runtime
     tokens: dict[str, str]
     emulator: Running
+    deps: Deps  # what the app was built from: a test may serve it again (a restart)
 
 
 ConsoleFactory = Callable[..., Awaitable[Console]]
@@ -90,7 +91,7 @@ async def console_factory(db_dsn: str, emulator: Running) -> AsyncIterator[Conso
             pool, "scoped-token", Role.support, companies=[SCOPED_COMPANY]
         )
         url = str(test_client.make_url("")).rstrip("/")
-        return Console(url, test_client, runtime, tokens, emulator)
+        return Console(url, test_client, runtime, tokens, emulator, deps)
 
     yield make
     for test_client, runtime in made:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,6 +20,7 @@ from service.adapters.tokens import Role, create_token
 from service.entrypoints.console import pages_batches
 from statemachine.states import BatchState
 from tests.console.conftest import SCOPED_COMPANY, Console, Tab, TabFactory, path_of
+from tests.console.seeding import projecting
 from tests.integration.test_pipeline_outcomes import queue, settle
 
 OTHER = "globex"
@@ -35,24 +33,6 @@ async def batch_ids(console: Console, company: str | None = None) -> list[str]:
         company,
     )
     return [r[0] for r in rows]
-
-
-@contextlib.asynccontextmanager
-async def projecting(console: Console) -> AsyncIterator[None]:
-    """Keep the projections following the log meanwhile, as `serve`'s runners do."""
-
-    async def follow() -> None:
-        while True:
-            await console.runtime.catch_up()
-            await asyncio.sleep(0.05)
-
-    task = asyncio.create_task(follow())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def hold_at_openai(console: Console, n: int = 2, company: str = SCOPED_COMPANY) -> str:
@@ -257,3 +237,36 @@ async def test_an_unknown_batch_and_another_companys_get_the_same_404_page(
     # The browser reports each 404 page it loaded; nothing else.
     assert [p for p in scoped.problems if "status of 404" not in p] == []
     assert len(scoped.problems) == 3
+
+
+async def test_a_batch_is_found_by_its_openai_batch_id_and_links_to_openais_dashboard(
+    tab: Tab, tab_factory: TabFactory
+) -> None:
+    page, console = tab.page, tab.console
+    bid = await hold_at_openai(console, company=OTHER)
+    openai_bid = await console.runtime.store.pool.fetchval(
+        "SELECT openai_batch_id FROM batches WHERE batch_id = $1", bid
+    )
+    await tab.sign_in(console.tokens["support"])
+    await page.goto("/admin/batches")
+    search = page.get_by_label("Find by batch id or OpenAI batch id")
+    for text in (openai_bid, bid):
+        await page.goto("/admin/batches")
+        await search.fill(text)
+        async with page.expect_navigation():
+            await search.press("Enter")
+        assert path_of(page.url) == f"/admin/batches/{bid}"
+    dashboard = page.get_by_role("link", name="on OpenAI's dashboard")
+    await expect(dashboard).to_have_attribute(
+        "href", f"https://platform.openai.com/batches/{openai_bid}"
+    )
+    await expect(dashboard).to_have_attribute("rel", "external noopener noreferrer")
+    await page.goto("/admin/batches?q=batch_unknown")
+    await expect(page.get_by_role("alert")).to_contain_text("No batch has the id")
+    assert tab.problems == []
+    # A token of another company finds nothing by either id: the same answer as unknown.
+    scoped = await tab_factory(console)
+    await scoped.sign_in(console.tokens["scoped"])
+    await scoped.page.goto(f"/admin/batches?q={openai_bid}")
+    assert path_of(scoped.page.url).startswith("/admin/batches?q=")
+    await expect(scoped.page.get_by_role("alert")).to_contain_text("No batch has the id")

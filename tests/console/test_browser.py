@@ -273,6 +273,7 @@ async def test_live_changes_reach_the_page_for_the_sessions_companies_only(tab: 
     agg = ledger(tab.console.runtime.store)
     await queue_many(agg, 2, company="other", prefix="o")
     await queue_many(agg, 1, company=SCOPED_COMPANY, prefix="a")
+    await tab.console.runtime.catch_up()  # changes are announced once projected
     # (wait_for_function evaluates its predicate with eval(), which the CSP refuses.)
     async with asyncio.timeout(5):
         while not await page.evaluate("window.seen.length"):

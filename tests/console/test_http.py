@@ -204,6 +204,7 @@ async def test_the_live_channel_sends_changes_and_ends_with_the_session(console:
         assert live.headers["Cache-Control"] == "no-store"
         await asyncio.sleep(0.1)
         await queue_many(agg, 1, company="beta", prefix="x")
+        await console.runtime.catch_up()  # announced once projected
         assert await read_frames(live, 1) == [
             ("change", {"position": 2, "type": "RequestQueued", "stream": "request-x0",
                         "company": "beta"})

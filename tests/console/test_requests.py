@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+from typing import Any
 
 import pytest
 
@@ -22,52 +23,12 @@ except ImportError:  # CI must run these: there the import error fails the run
         allow_module_level=True,
     )
 
-from service.application.ledger import Actor
+from service.entrypoints.console import pages_requests
 from service.entrypoints.console.pages_requests import csv_cell
-from statemachine.commands import QueueRequest
 from tests.console.conftest import SCOPED_COMPANY, Console, Tab, TabFactory, path_of
+from tests.console.seeding import catch_up_after, failed, queue, settle
 
-TRANSCRIPT = "[01.10.2026 09:00:00] User: When is my next shift? Thanks!"
 API = "/api/admin/legacy"
-
-
-async def queue(
-    console: Console, n: int, *, company: str = "acme", model: str = "gpt-4o-mini", prefix: str
-) -> list[str]:
-    """Queue n requests through the application, as the API's enqueue does."""
-    commands = [
-        QueueRequest(
-            request_id=f"{prefix}{i}",
-            company_id=company,
-            session_id=f"s-{prefix}{i}",
-            model=model,
-            transcript=TRANSCRIPT,
-        )
-        for i in range(n)
-    ]
-    await console.runtime.app.queue(commands, Actor("token:test"))
-    await console.runtime.catch_up()
-    return [c.request_id for c in commands]
-
-
-async def settle(console: Console) -> None:
-    async with asyncio.timeout(30):
-        await console.runtime.run_until_idle()
-    await console.runtime.catch_up()
-
-
-async def failed(
-    console: Console, n: int, *, company: str = "acme", prefix: str, also: int = 0
-) -> list[str]:
-    """n requests that end PROCESSING_FAILED (every line fails, every attempt); `also`
-    more of globex's (prefix "g" + prefix) fail with them."""
-    await console.emulator.knobs(line_failure_rate=1.0)
-    ids = await queue(console, n, company=company, prefix=prefix)
-    if also:
-        await queue(console, also, company="globex", prefix=f"g{prefix}")
-    await settle(console)
-    await console.emulator.knobs(line_failure_rate=0.0)
-    return ids
 
 
 async def table_ids(tab: Tab) -> list[str]:
@@ -172,7 +133,7 @@ async def test_the_timeline_equals_the_api_history_and_an_event_shows_the_state_
         )
         await expect(cells.nth(2)).to_contain_text(entry["type"])
         await expect(cells.nth(3)).to_have_text(entry["actor"])
-        await expect(cells.nth(7)).to_have_text(entry["correlationId"] or "—")
+        await expect(cells.nth(8)).to_have_text(entry["correlationId"] or "—")
     types = [h["type"] for h in history]
     assert types[:3] == ["RequestQueued", "RequestBatched", "RequestFailed"]
     assert types[-1] == "RequestFailed"
@@ -304,3 +265,138 @@ async def test_the_requests_pages_work_390_px_wide(
         )
         assert overflow <= 0, f"{path}: the page scrolls sideways by {overflow}px"
     assert narrow.problems == []
+
+
+async def test_batch_and_openai_ids_link_to_the_consoles_batch_page(tab: Tab) -> None:
+    console, page = tab.console, tab.page
+    (rid,) = await queue(console, 1, prefix="link-")
+    await settle(console)
+    batch = await console.runtime.store.pool.fetchrow(
+        "SELECT batch_id, openai_batch_id FROM batches"
+    )
+    bid, openai_bid = batch["batch_id"], batch["openai_batch_id"]
+    assert openai_bid
+    batch_url = f"/admin/batches/{bid}"
+    await tab.sign_in(console.tokens["support"])
+    await page.goto("/admin/requests")
+    listed = page.locator("table.requests tbody tr").first.get_by_role("link", name=bid)
+    await expect(listed).to_have_attribute("href", batch_url)
+    await page.goto(f"/admin/requests/{rid}")
+    now = page.locator("dl.facts").first
+    await expect(now.get_by_role("link", name=bid)).to_have_attribute("href", batch_url)
+    await expect(now.get_by_role("link", name=openai_bid)).to_have_attribute("href", batch_url)
+    completed = page.locator("table.timeline tbody tr").filter(has_text="RequestCompleted")
+    cells = completed.locator("td")
+    await expect(cells.nth(5).get_by_role("link")).to_have_attribute("href", batch_url)
+    await expect(cells.nth(6).get_by_role("link", name=openai_bid)).to_have_attribute(
+        "href", batch_url
+    )
+    openai_request = cells.nth(7).get_by_role("link")
+    await expect(openai_request).to_have_text(re.compile(r"\S+"))
+    await expect(openai_request).to_have_attribute("href", batch_url)
+    async with page.expect_navigation():
+        await cells.nth(6).get_by_role("link").click()
+    assert path_of(page.url) == batch_url
+    assert tab.problems == []
+
+
+async def test_a_live_change_shows_on_the_first_refresh_though_the_projection_lags(
+    tab: Tab,
+) -> None:
+    """The live channel announces an event once the projections have applied it, so the
+    fragment fetched on hearing of it already holds it (no second refresh needed)."""
+    console, page = tab.console, tab.page
+    await queue(console, 1, prefix="old-")
+    await tab.sign_in(console.tokens["support"])
+    await page.goto("/admin/requests")
+    await expect(page.locator("#live-status")).to_have_text("Live")
+    async with page.expect_response(lambda r: "fragment=table" in r.url) as first:
+        await queue(console, 1, prefix="new-", project=False)
+        await catch_up_after(console, 0.5)  # a runner half a second behind
+    assert "new-0" in await (await first.value).text()
+    assert await table_ids(tab) == ["new-0", "old-0"]
+    assert tab.problems == []
+
+
+async def test_requeue_all_stops_at_its_cap_says_more_remain_and_a_second_click_does_the_rest(
+    tab: Tab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 pages of 2 a click, 5 failed requests: 4, then 1. The list after a click, and the
+    next click, read the projection only once it has applied the requeues (before, the
+    second click found the first click's requests again: "requeued=0 skipped=2")."""
+    console, page = tab.console, tab.page
+    monkeypatch.setattr(pages_requests, "REQUEUE_PAGE", 2)
+    monkeypatch.setattr(pages_requests, "REQUEUE_PAGES", 2)
+    ids = await failed(console, 5, prefix="cap-")
+    await tab.sign_in(console.tokens["admin"])
+    await page.goto("/admin/requests?status=processing_failed")
+    assert await table_ids(tab) == list(reversed(ids))
+    page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    button = page.get_by_role("button", name="Requeue all failed requests of this filter")
+    # Playwright's click returns once the answer's page has loaded: the runner (half a
+    # second behind) applies the requeues meanwhile.
+    await asyncio.gather(button.click(), catch_up_after(console, 0.5))
+    notice = page.get_by_role("status").filter(has_text="Requeued")
+    await expect(notice).to_have_text(
+        "Requeued 4 requests; skipped 0 (not failed, or not visible to your token)."
+        " More failed requests remain: requeue again."
+    )
+    assert await table_ids(tab) == [ids[0]], "the four requeued ones left the list"
+    await asyncio.gather(button.click(), catch_up_after(console, 0.5))
+    await expect(notice).to_have_text(
+        "Requeued 1 request; skipped 0 (not failed, or not visible to your token)."
+    )
+    await expect(page.locator(".empty")).to_be_visible()
+    rows = await console.runtime.store.pool.fetch("SELECT status FROM requests")
+    assert {r["status"] for r in rows} == {"PENDING_BATCHING"}
+    assert tab.problems == []
+
+
+async def _tab_to(tab: Tab, test: str, limit: int = 80) -> None:
+    """Press Tab until the focused element passes the JavaScript test `test` (on `el`)."""
+    for _ in range(limit):
+        await tab.page.keyboard.press("Tab")
+        if await tab.page.evaluate(f"(el => {test})(document.activeElement)"):
+            return
+    raise AssertionError(f"Tab never reached an element where {test}")
+
+
+async def test_the_requests_pages_work_with_the_keyboard_alone(tab: Tab) -> None:
+    console, page = tab.console, tab.page
+    (rid,) = await failed(console, 1, prefix="kb-")
+    await queue(console, 2, company="globex", prefix="other-")
+    await tab.sign_in(console.tokens["admin"])
+    await page.goto("/admin/requests")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", "the focus is visible"
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "main"
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "f-q", "main's first field"
+    await _tab_to(tab, "el.id === 'f-company'")
+    await page.keyboard.type("acme")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert "company=acme" in page.url
+    assert await table_ids(tab) == [rid]
+    await _tab_to(tab, f"el.textContent === '{rid}'")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert path_of(page.url) == f"/admin/requests/{rid}"
+    asked: list[str] = []
+    answers: list[asyncio.Future[None]] = []
+
+    def confirm(dialog: Any) -> None:
+        asked.append(dialog.message)
+        answers.append(asyncio.ensure_future(dialog.accept()))
+
+    page.on("dialog", confirm)
+    await _tab_to(tab, "el.textContent === 'Requeue this request'")
+    async with page.expect_navigation():
+        await page.keyboard.press("Space")
+    assert len(asked) == 1
+    assert asked[0].startswith("Requeue this failed request?")
+    await expect(page.get_by_role("status").filter(has_text="Requeued 1 request")).to_be_visible()
+    assert tab.problems == []

@@ -23,6 +23,7 @@ from service.entrypoints.console.guard import console_headers, guard
 from service.entrypoints.console.pages_admin import rebuild_jobs
 from service.entrypoints.console.rendering import setup_templates
 from service.entrypoints.console.routes import CONSOLE_ROUTES
+from service.entrypoints.console.settle import Projected, checkpoints_reader
 from service.logs import get_logger
 
 SESSION_WATCH = web.AppKey("console_session_watch", Watch)
@@ -45,11 +46,13 @@ def create_console(deps: Deps, settings: ConsoleSettings | None = None) -> web.A
         raise ValueError(f"console routes listed twice: {duplicated}")
     app = web.Application(middlewares=[guard])
     watch = Watch(deps.store.pool, deps.token_check_seconds, _session_validity(chosen.idle))
-    app[CONSOLE] = Console(deps, chosen, watch, get_logger("console"), load_assets())
+    projected = Projected(checkpoints_reader(deps.store.pool))
+    app[CONSOLE] = Console(deps, chosen, watch, get_logger("console"), projected, load_assets())
     app[SESSION_WATCH] = watch
     app.cleanup_ctx.append(keep_watching(SESSION_WATCH))
     app.cleanup_ctx.append(rebuild_jobs)  # projection rebuilds started from the console
     app.on_shutdown.append(_end_streams)
+    app.on_cleanup.append(_stop_projected)
     app.on_response_prepare.append(console_headers)
     setup_templates(app, app[CONSOLE].assets)
     for route in CONSOLE_ROUTES:
@@ -63,6 +66,10 @@ def create_console(deps: Deps, settings: ConsoleSettings | None = None) -> web.A
 async def redirect_to_console(request: web.Request) -> web.StreamResponse:
     """GET /admin: the console lives under /admin/."""
     return web.Response(status=301, headers={"Location": f"{PREFIX}/"})
+
+
+async def _stop_projected(app: web.Application) -> None:
+    await app[CONSOLE].projected.close()
 
 
 async def _end_streams(app: web.Application) -> None:

@@ -15,6 +15,7 @@ from service.adapters.tokens import Principal, Role
 from service.application.ledger import Actor
 from service.entrypoints.api.deps import DEPS, REQUEST_ID, ConsoleSettings, Deps
 from service.entrypoints.api.watch import Watch
+from service.entrypoints.console.settle import Projected
 
 PREFIX = "/admin"
 """Where the console is mounted; every console URL starts with PREFIX + "/"."""
@@ -92,6 +93,7 @@ class Console:
     settings: ConsoleSettings
     watch: Watch  # live channels, keyed by session hash
     log: Any  # structlog's, bound to "console"
+    projected: Projected  # the live channels' shared wait for the projections
     assets: dict[str, Asset] = field(default_factory=dict)
 
 

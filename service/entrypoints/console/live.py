@@ -7,6 +7,9 @@ stream starts at the head of the log (a page was just rendered) and ends with an
 event when the session ends: signed out, idle, expired, or its token revoked or
 expired, within seconds. It does not restart the session's idle clock: an open page is
 not a person at work.
+
+A change is announced once the projections have applied it (settle.py, at most 2 s
+later), so the fragment a page fetches on hearing of it already shows it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from eventstore import RecordedEvent
 from service.adapters.tokens import Role
 from service.entrypoints.api.sse import follow, open_stream
 from service.entrypoints.console.core import ConsoleRoute, companies, console, session
+from service.entrypoints.console.settle import SettledSubscription
 
 END = b'event: end\ndata: {"reason":"session"}\n\n'
 
@@ -50,7 +54,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     response = await open_stream(request)
     if request.method == "HEAD":
         return response
-    sub = store.subscribe(after, scopes=scopes)
+    sub = SettledSubscription(store, after, c.projected, scopes=scopes)
     await follow(
         request,
         response,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import msgspec
 from aiohttp import web
@@ -105,9 +105,33 @@ def _filters(request: web.Request) -> Filters:
     return Filters(status=status, company=company, before=before)
 
 
+NOT_FOUND_SEARCH = (
+    "No batch has the id or OpenAI batch id {text!r} that your token can see. Check it,"
+    " or find the batch in the list."
+)
+
+
+async def _search(request: web.Request) -> tuple[web.StreamResponse | None, str | None]:
+    """?q=: a batch id or an OpenAI batch id opens that batch; else what to say."""
+    text = (request.query.get("q") or "").strip()
+    if not text:
+        return None, None
+    if not valid_id(text):
+        return None, NOT_FOUND_SEARCH.format(text=text[:200])
+    pool = deps(request).store.pool
+    found = await cq.find_batch(pool, text, companies=companies(request))
+    if found is None:
+        return None, NOT_FOUND_SEARCH.format(text=text)
+    return see_other(f"{PREFIX}/batches/{quote(found, safe='')}"), None
+
+
 async def batches_page(request: web.Request) -> web.StreamResponse:
-    """GET /admin/batches: batches, newest first, filtered by status and company."""
+    """GET /admin/batches: batches, newest first, filtered by status and company; ?q= opens
+    the batch with that id or OpenAI batch id."""
     f = _filters(request)
+    opened, search_error = await _search(request)
+    if opened is not None:
+        return opened
     seen = companies(request)
     pool = deps(request).store.pool
     rows, next_before = await cq.batches_newest(
@@ -132,6 +156,8 @@ async def batches_page(request: web.Request) -> web.StreamResponse:
         "now": datetime.now(UTC),
         "age": age,
         "usd": usd,
+        "search": request.query.get("q", "").strip(),
+        "search_error": search_error,
     }
     return render(request, "batches.html", context, live=True)
 

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore import RecordedEvent
+from projections import console_queries as cq
 from projections import request_queries as rq
 from projections.queries import RequestItem
 from service.adapters.tokens import Role
@@ -27,6 +28,7 @@ from service.entrypoints.console.core import (
     PageError,
     actor,
     companies,
+    console,
     deps,
     valid_id,
 )
@@ -47,6 +49,8 @@ REQUEUE_PAGE = 500
 # Pages one click requeues: an answer within a proxy's timeout; the rest on the next click
 # (requeued requests leave the failed filter).
 REQUEUE_PAGES = 20
+PROJECTION_WAIT = 2.0
+"""Seconds a requeue waits for the requests projection before showing the list."""
 FILTER_FIELDS = ("status", "company", "batch", "model", "from", "to", "q")
 STATUSES = tuple(s.value.lower() for s in RequestState)
 _CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
@@ -288,6 +292,10 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
             skipped += done.skipped + done.not_found
         if before is None:
             break
+    # The list shown next, and the next click, read the requests projection: let it apply
+    # these requeues first, or they would still be listed as failed and a second click
+    # would find them again and skip them ("requeued=0 skipped=2") instead of the rest.
+    await console(request).projected.reach(await d.store.head(), within=PROJECTION_WAIT)
     filters.raw["status"] = "processing_failed"
     more = {"more": "1"} if before is not None else {}
     back = filters.params(requeued=str(requeued), skipped=str(skipped), **more)
@@ -388,6 +396,8 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     state: Request | None = fold(decoded[:at]) if at is not None else None
     queued = decoded[0] if decoded else None
     transcript = queued.transcript if isinstance(queued, RequestQueued) else ""
+    batch_ids = [e.batch_id for e in timeline if e.batch_id]
+    openai_batches = await cq.openai_batch_ids(pool, batch_ids)
     return render(
         request,
         "request.html",
@@ -399,6 +409,7 @@ async def request_page(request: web.Request) -> web.StreamResponse:
             "state": state,
             "current": current,
             "transcript": transcript,
+            "openai_batches": openai_batches,
             "usd": usd,
             "message": _counts(request),
             "can_requeue": current is not None and current.state is RequestState.PROCESSING_FAILED,

@@ -7,6 +7,11 @@ through the sessions adapter; each page is then fetched N times in turn, one at 
 and an outermost middleware times the server's part of each (from the request's arrival
 to the response being ready). `BENCH_CONSOLE_PAGES=overview,requests` measures only
 those pages (default: all).
+
+`requests_dates` is the requests page filtered by one old day (31 to 59 days ago, every
+status): for it the fill's queued_at is made to grow with seq over the last 60 days, as
+the ledger writes it (the shared fill spreads it over the hours of a month regardless of
+seq, where every day is found at once).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -27,6 +32,8 @@ from service.tools.bench.read_suites import _fill_requests
 TARGET_P95_MS = 50.0
 COMPANIES = 20  # as _fill_requests spreads them
 HISTORY_COMPANY = "co3"
+QUEUED_DAYS = 60  # the dates page's fill: queued over the last 60 days, in seq order
+OLD_DAYS = range(31, 60)  # the days the dates page asks for
 PLACEHOLDER_TEXT = "This page is being built."
 
 
@@ -48,10 +55,32 @@ def _pages(detail_ids: list[str]) -> list[Page]:
             lambda i: f"/admin/requests?status=processing_complete&company=co{i % COMPANIES}",
         ),
         Page("request", "request", lambda i: f"/admin/requests/{detail_ids[i % len(detail_ids)]}"),
+        Page("requests_dates", "requests", _old_day),
     ]
 
 
-PAGE_KEYS = ("overview", "requests", "request")
+def _old_day(i: int) -> str:
+    day = (datetime.now(UTC) - timedelta(days=OLD_DAYS[i % len(OLD_DAYS)])).date()
+    return f"/admin/requests?status=all&from={day}&to={day}"
+
+
+async def _queued_in_seq_order(b: Bench) -> None:
+    """queued_at grows with seq over QUEUED_DAYS, with a few seconds of jitter (concurrent
+    writers): the order the ledger gives it."""
+    n = int(await b.store.pool.fetchval("SELECT max(seq) FROM requests"))
+    step = QUEUED_DAYS * 86_400_000 // n
+    async with b.store.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE requests SET queued_at = now() - make_interval(days => $1)"
+            " + seq * make_interval(secs => $2::float8 / 1000)"
+            " + (seq * 7919 % 5 - 2) * interval '1 second'",
+            QUEUED_DAYS,
+            step,
+        )
+        await conn.execute("VACUUM ANALYZE requests")
+
+
+PAGE_KEYS = ("overview", "requests", "request", "requests_dates")
 
 
 def _chosen() -> list[str]:
@@ -85,8 +114,9 @@ async def _with_history(b: Bench, n: int) -> list[str]:
 
 @suite("console")
 async def console_pages(b: Bench) -> list[Result]:
-    """Server p50/p95/p99 ms of the overview, a filtered requests page and a request
-    detail, with 1,000,000 requests stored; each p95 against the 50 ms target."""
+    """Server p50/p95/p99 ms of the overview, a filtered requests page, a request detail
+    and a requests page of an old day, with 1,000,000 requests stored; each p95 against
+    the 50 ms target."""
     import aiohttp
 
     from service.adapters.sessions import create_session
@@ -100,6 +130,8 @@ async def console_pages(b: Bench) -> list[Result]:
 
     chosen = _chosen()
     await _fill_requests(b.store, b.size(1_000_000, 5_000))
+    if "requests_dates" in chosen:
+        await _queued_in_seq_order(b)
     detail_ids = await _with_history(b, b.size(200, 20))
     rounds, warmup = b.size(1_000, 30), b.size(20, 5)
     settings = Settings(openai_api_key="sk-bench", console_enabled=True)
