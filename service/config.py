@@ -63,6 +63,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     console_session_idle_minutes: int = 30
     console_session_max_hours: int = 12
     console_secure_cookies: bool = False
+    nats_url: str | None = None
+    nats_creds_file: str | None = None
+    nats_stream: str = "BATCHLEDGER"
+    nats_subject_prefix: str = "batchledger"
+    nats_stream_retention: str = "limits"
+    nats_stream_max_age_seconds: int = 7 * 86_400
+    nats_stream_max_bytes: int = -1
+    nats_stream_replicas: int = 1
+    nats_duplicate_window_seconds: int = 120
+    relay_window: int = 1024
+    relay_ack_timeout_seconds: float = 10.0
+    relay_retry_seconds: float = 2.0
     model_prices: dict[str, tuple[float, float]] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
@@ -70,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:  # never print the API key
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
         fields["openai_api_key"] = "***"
+        if self.nats_url is not None:  # it may carry a user and password
+            fields["nats_url"] = "***"
         return f"Settings({fields})"
 
 
@@ -156,6 +170,28 @@ def _networks(raw: str) -> str:
     return raw
 
 
+def _nats_urls(raw: str) -> str:
+    for part in raw.split(","):
+        if not part.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must be nats://host:port (or tls://, ws://, wss://), comma-separated")
+    return raw.strip()
+
+
+def _subject_tokens(raw: str) -> str:
+    # The prefix is the first tokens of every subject: wildcards or empty tokens in it
+    # would make the relay publish to subjects no consumer can name.
+    tokens = raw.strip().split(".")
+    if not all(t and not set(t) & set("*> \t") for t in tokens):
+        raise ValueError("must be dot-separated tokens without spaces, * or >")
+    return raw.strip()
+
+
+def _stream_name(raw: str) -> str:
+    if not raw or set(raw) & set(".*>/\\ \t") or len(raw) > 255:
+        raise ValueError("must be 1-255 characters without . * > / \\ or spaces")
+    return raw
+
+
 def _lock_wait(raw: str) -> float:
     value = float(raw)
     # 0 cannot mean "no wait" here: PostgreSQL reads a lock_timeout of 0 as "wait forever".
@@ -200,11 +236,25 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "CONSOLE_SESSION_IDLE_MINUTES": _int(1, 1440),
     "CONSOLE_SESSION_MAX_HOURS": _int(1, 168),
     "CONSOLE_SECURE_COOKIES": _bool,
+    "NATS_URL": _nats_urls,
+    "NATS_CREDS_FILE": _nonempty,
+    "NATS_STREAM": _stream_name,
+    "NATS_SUBJECT_PREFIX": _subject_tokens,
+    # workqueue is refused: it deletes a message once one consumer acks it, and every
+    # integrator needs every event.
+    "NATS_STREAM_RETENTION": _choice("limits", "interest"),
+    "NATS_STREAM_MAX_AGE_SECONDS": _int(0, 10 * 365 * 86_400),
+    "NATS_STREAM_MAX_BYTES": _int(-1, 2**62),
+    "NATS_STREAM_REPLICAS": _int(1, 5),
+    "NATS_DUPLICATE_WINDOW_SECONDS": _int(1, 7 * 86_400),
+    "RELAY_WINDOW": _int(1, 65_536),
+    "RELAY_ACK_TIMEOUT_SECONDS": _wait,
+    "RELAY_RETRY_SECONDS": _wait,
 }
 
 
 _FIELD = {"BATCHLEDGER_DATA_DIR": "data_dir"}
-_SECRETS = {"OPENAI_API_KEY", "DATABASE_URL"}  # a DSN may carry a password
+_SECRETS = {"OPENAI_API_KEY", "DATABASE_URL", "NATS_URL"}  # URLs may carry a password
 
 
 def require_openai_key(settings: Settings) -> None:

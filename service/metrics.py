@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from eventstore import EventStore, WriterLockStats
 from projections.registry import all_projections
 from projections.runner import checkpoint
+from service.relay_health import RelayHealth, RelayProgress
 from statemachine.openai_status import OPENAI_STATUS_TO_STATE
 from statemachine.states import IN_FLIGHT
 
@@ -45,6 +46,7 @@ class _Snapshot(Collector):
         self.openai_errors: dict[str, int] = {}
         self.writer_lock = WriterLockStats()
         self.unrecognized: dict[str, int] = {}
+        self.relay: tuple[RelayHealth, RelayProgress] | None = None
 
     def collect(
         self,
@@ -76,6 +78,45 @@ class _Snapshot(Collector):
         for status, n in self.unrecognized.items():
             g.add_metric([status], n)
         yield g
+        if self.relay is not None:
+            yield from _relay_families(*self.relay)
+
+
+def _relay_families(
+    health: RelayHealth, at: RelayProgress
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The JetStream relay: its checkpoint (shared by every instance) and this process's part."""
+    labels = ["stream"]
+    for name, text, value in (
+        ("batchledger_relay_position", "Last log position JetStream acknowledged.", at.position),
+        ("batchledger_relay_lag_events", "Events in the log not yet relayed.", at.lag_events),
+        (
+            "batchledger_relay_lag_seconds",
+            "Age of the oldest event not yet relayed (0 when caught up).",
+            at.lag_seconds,
+        ),
+        (
+            "batchledger_relay_leader",
+            "1 if this process is the relay's leader.",
+            int(health.role == "leader"),
+        ),
+        (
+            "batchledger_relay_connected",
+            "1 if this process's relay is connected to NATS.",
+            int(health.nats == "connected"),
+        ),
+    ):
+        g = GaugeMetricFamily(name, text, labels=labels)
+        g.add_metric([at.stream], value)
+        yield g
+    c = CounterMetricFamily(
+        "batchledger_relay_publish_errors",
+        "Publishes this process's relay saw fail, by reason (timeout, rejected, connection).",
+        labels=["stream", "reason"],
+    )
+    for reason, n in health.publish_errors.items():
+        c.add_metric([at.stream, reason], n)
+    yield c
 
 
 def _writer_lock_families(
@@ -121,6 +162,7 @@ class Metrics:
             buckets=buckets,
         )
         self.error_source: dict[str, int] = {}
+        self.relay: RelayHealth | None = None  # set by `serve` when it runs the relay
         self.item_failures = Counter(
             "batchledger_scheduler_item_failures",
             "Batches whose poll, ingestion or submission raised; each is backed off alone.",
@@ -166,9 +208,12 @@ class Metrics:
         )
         head = await store.head()
         lag = {name: head - await checkpoint(store.pool, name) for name in all_projections()}
+        relay = self.relay
+        relayed = None if relay is None else (relay, await relay.progress())
         s = self._snapshot
         s.requests, s.batches = counts
         s.head, s.lag, s.openai_errors = head, lag, dict(self.error_source)
         s.writer_lock = copy.deepcopy(store.writer_lock)
         s.unrecognized = {r["openai_status"]: int(r["n"]) for r in unrecognized}
+        s.relay = relayed
         return generate_latest(self.registry)

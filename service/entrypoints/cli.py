@@ -190,6 +190,37 @@ def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(rebuild_command(dsn, args.names, max_rows=args.max_rows))
 
 
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    """Show or move the JetStream relay's checkpoint."""
+    from service.entrypoints.relay_commands import reset_command, status_command
+
+    dsn = _database_url(args, settings)
+    if args.action == "status":
+        return asyncio.run(status_command(dsn, settings))
+    return asyncio.run(reset_command(dsn, settings, args.to))
+
+
+def _add_relay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "relay",
+        help="the JetStream relay: checkpoint against the head, or move the checkpoint",
+        description="`serve` runs the relay when NATS_URL is set (docs/integrations.md). "
+        "`status` shows its checkpoint, the log's head, the lag and the stream's state; "
+        "`reset --to N` makes the leader publish again from position N (messages the stream "
+        "still holds are not published twice).",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("status", "checkpoint, head, lag, stream"),
+        ("reset", "move the checkpoint"),
+    ):
+        a = actions.add_parser(name, help=text)
+        a.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
+        if name == "reset":
+            a.add_argument("--to", type=int, default=0, help="position to resume after (default 0)")
+    p.set_defaults(handler=cmd_relay)
+
+
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     """Import a legacy CSV export; exit 1 when any row could not be imported."""
     from service.entrypoints.import_command import run_import
@@ -209,10 +240,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the schedulers, projection runners and admin API until SIGINT or SIGTERM."""
     from service.entrypoints.serve import serve
 
-    if args.no_schedulers and args.no_projections and args.no_api:
+    relay = settings.nats_url is not None and not args.no_relay
+    if args.no_schedulers and args.no_projections and args.no_api and not relay:
         print(
             "batchledger serve: --no-schedulers, --no-projections and --no-api together"
-            " leave nothing to run",
+            " leave nothing to run (set NATS_URL to run the relay alone)",
             file=sys.stderr,
         )
         return 2
@@ -227,6 +259,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             schedulers=not args.no_schedulers,
             projections=not args.no_projections,
             api=not args.no_api,
+            relay=relay,
         )
     )
 
@@ -341,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_emulator_parser(sub)
     _add_tokens_parser(sub)
+    _add_relay_parser(sub)
 
     p = sub.add_parser(
         "demo",
@@ -363,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-schedulers", action="store_true", help="do not run creator and poller")
     p.add_argument("--no-projections", action="store_true", help="do not run projection runners")
     p.add_argument("--no-api", action="store_true", help="do not serve the admin API")
+    p.add_argument(
+        "--no-relay", action="store_true", help="do not run the JetStream relay (on with NATS_URL)"
+    )
     p.add_argument("--database-url", help="PostgreSQL DSN (default: $DATABASE_URL)")
     p.set_defaults(handler=cmd_serve)
 

@@ -23,6 +23,7 @@ from service.application.polling import Polling
 from service.config import Settings
 from service.entrypoints.isolation import Backoff, Isolation
 from service.entrypoints.jobs import CreatorPass, PollerPass
+from service.entrypoints.relay import Relay, RelayConfig
 from service.entrypoints.scheduler import Scheduler
 from service.ids import uuid7
 from service.logs import get_logger
@@ -51,6 +52,7 @@ class Runtime:
     poller: PollerPass = field(init=False)
     runners: list[ProjectionRunner] = field(init=False)
     metrics: Metrics = field(init=False)
+    relay: Relay | None = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -94,6 +96,8 @@ class Runtime:
             self.store.pool, self.app.polling, self._isolation(log.bind(scheduler="batch-poller"))
         )
         self.runners = [ProjectionRunner(self.store, p) for p in all_projections().values()]
+        relay = RelayConfig.from_settings(s)
+        self.relay = None if relay is None else Relay(self.store, relay)
 
     def _isolation(self, log: Any) -> Isolation:
         """Backoff and failure accounting for one scheduler's items."""

@@ -21,7 +21,13 @@ OPENAI_CHECK_SECONDS = 10.0
 
 
 async def serve(
-    settings: Settings, dsn: str, *, schedulers: bool, projections: bool, api: bool
+    settings: Settings,
+    dsn: str,
+    *,
+    schedulers: bool,
+    projections: bool,
+    api: bool,
+    relay: bool = True,
 ) -> int:
     """Run until SIGINT or SIGTERM; migrations are applied first.
 
@@ -32,6 +38,8 @@ async def serve(
     log = get_logger("serve")
     await migrate(dsn)
     runtime = await Runtime.open(settings, dsn)
+    relaying = runtime.relay if relay else None
+    runtime.metrics.relay = None if relaying is None else relaying.health
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -51,7 +59,10 @@ async def serve(
         if projections:
             jobs += [r.run(stop) for r in runtime.runners]
         jobs += [s.run(stop) for s in running]
+        if relaying is not None:  # it waits for NATS on its own: serve starts without it
+            jobs.append(relaying.run(stop))
         log_startup(log, settings, schedulers=schedulers, projections=projections, api=api)
+        log_relay(log, settings, relay)
         tasks = [asyncio.ensure_future(job) for job in jobs]
         # A component that fails stops the others: the process exits instead of running
         # on without it.
@@ -87,6 +98,16 @@ async def check_openai(runtime: Runtime, settings: Settings, log: Any) -> None:
         log.warning("serve.openai_unreachable", openai=where, reason=str(exc)[:300])
     else:
         log.info("serve.openai_reachable", openai=where)
+
+
+def log_relay(log: Any, settings: Settings, relay: bool) -> None:
+    """Say whether the JetStream relay runs, and why not when it does not."""
+    if settings.nats_url is None:
+        log.info("relay.disabled", reason="NATS_URL is not set")
+    elif not relay:
+        log.warning("relay.disabled", reason="--no-relay")
+    else:
+        log.info("relay.enabled", stream=settings.nats_stream, prefix=settings.nats_subject_prefix)
 
 
 def log_startup(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.config import PARSERS, ConfigError, load_settings
+from service.entrypoints.api.server import console_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +72,41 @@ def test_every_variable_is_explained_in_docs_configuration() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     missing = [name for name in PARSERS if f"`{name}`" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "linked"),
+    [
+        (None, True),
+        ("https://api.openai.com/v1/", True),
+        ("http://127.0.0.1:8089/v1", False),  # the emulator's batches are not on the dashboard
+        ("https://proxy.example.com/openai/v1", False),
+    ],
+)
+def test_the_console_links_to_openais_dashboard_only_for_openais_own_batches(
+    base_url: str | None, linked: bool
+) -> None:
+    env = {"OPENAI_BASE_URL": base_url} if base_url else {}
+    chosen = console_settings(load_settings(env))
+    assert chosen is not None
+    assert chosen.openai_dashboard is linked
+
+
+def test_nats_settings_are_checked_and_the_url_never_shown() -> None:
+    s = load_settings({"NATS_URL": "nats://relay:s3cret@nats:4222", "NATS_SUBJECT_PREFIX": "a.b"})
+    assert s.nats_subject_prefix == "a.b"
+    assert "s3cret" not in repr(s)
+    for name, value in [
+        ("NATS_URL", "http://nats:4222"),
+        ("NATS_SUBJECT_PREFIX", "a..b"),
+        ("NATS_SUBJECT_PREFIX", "a.*"),
+        ("NATS_STREAM", "A.B"),
+        ("NATS_STREAM_RETENTION", "workqueue"),
+        ("RELAY_WINDOW", "0"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_settings({name: value})
+        assert name in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NATS_URL": "http://u:s3cret@nats"})
+    assert "s3cret" not in str(info.value)

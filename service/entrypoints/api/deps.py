@@ -25,6 +25,9 @@ class ConsoleSettings:
     idle: timedelta = timedelta(minutes=30)  # a session unused this long ends
     max_age: timedelta = timedelta(hours=12)  # and any session ends this long after sign-in
     secure_cookies: bool = False  # cookies marked Secure: only sent over HTTPS
+    # Link OpenAI batch ids to platform.openai.com: only when the batches are OpenAI's (not
+    # the emulator's or another endpoint's, where the dashboard would not know them).
+    openai_dashboard: bool = True
 
 
 @dataclass

@@ -21,6 +21,7 @@ from service.entrypoints.api.io import ASCII_NUMBER, parse_body, parse_query, re
 from service.entrypoints.api.readiness import READINESS
 from service.entrypoints.api.sse import follow, open_stream
 from service.entrypoints.api.watch import TOKEN_WATCH
+from service.feed import event_item
 from service.ids import request_id as make_request_id
 from service.transcripts import (
     MessageError,
@@ -315,22 +316,6 @@ def _split(raw: str | None) -> list[str] | None:
     return [x for x in raw.split(",") if x] if raw else None
 
 
-def _event_item(e: RecordedEvent) -> s.EventItem:
-    m = e.metadata
-    return s.EventItem(
-        position=e.position,
-        stream_id=e.stream_id,
-        version=e.version,
-        id=str(e.id),
-        type=e.type,
-        occurred_at=m.occurred_at,
-        actor=m.actor,
-        correlation_id=m.correlation_id,
-        causation_id=m.causation_id,
-        data=msgspec.Raw(e.data.encode()),
-    )
-
-
 async def events(request: web.Request) -> web.Response:
     """The global event feed, paged by position."""
     q = parse_query(request, s.EventsQuery)
@@ -345,7 +330,7 @@ async def events(request: web.Request) -> web.Response:
     if not page:
         await _not_past_the_head(request, q.after, "invalid_parameter", "after")
     next_after = page[-1].position if page else q.after
-    return respond(s.EventsResponse(events=[_event_item(e) for e in page], next_after=next_after))
+    return respond(s.EventsResponse(events=[event_item(e) for e in page], next_after=next_after))
 
 
 async def _not_past_the_head(request: web.Request, after: int, code: str, name: str) -> None:
@@ -396,7 +381,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         return b"id: %d\nevent: %s\ndata: %s\n\n" % (
             e.position,
             e.type.encode(),
-            encode(_event_item(e)),
+            encode(event_item(e)),
         )
 
     await follow(
@@ -418,8 +403,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers and every migration is applied (cached briefly)."""
-    status, health = await request.app[READINESS].check(deps(request).store.pool)
+    """Readiness: the database answers and every migration is applied (cached briefly); the
+    relay, when it runs, is reported."""
+    d = deps(request)
+    status, health = await request.app[READINESS].check(d.store.pool, d.metrics.relay)
     return respond(health, status=status)
 
 

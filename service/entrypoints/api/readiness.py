@@ -17,6 +17,7 @@ from aiohttp import web
 from eventstore import Migration, pending_migrations
 from service.adapters.database import all_migrations
 from service.entrypoints.api.schemas import Health
+from service.relay_health import RelayHealth
 
 CACHE_SECONDS = 1.0
 TIMEOUT_SECONDS = 2.0
@@ -48,7 +49,9 @@ class Readiness:
         now = asyncio.get_running_loop().time()
         return self._answer if self._answer is not None and now < self._until else None
 
-    async def check(self, pool: asyncpg.Pool) -> tuple[int, Health]:
+    async def check(
+        self, pool: asyncpg.Pool, relay: RelayHealth | None = None
+    ) -> tuple[int, Health]:
         """Status and body: the cached answer, or one check shared by concurrent callers."""
         if (answer := self._fresh()) is not None:
             return answer
@@ -56,6 +59,8 @@ class Readiness:
             if (answer := self._fresh()) is not None:
                 return answer  # another caller checked while this one waited
             answer = await self._ask(pool)
+            if relay is not None:
+                answer[1].checks["relay"] = relay_check(relay)
             self._answer = answer
             self._until = asyncio.get_running_loop().time() + self.cache_seconds
             return answer
@@ -69,6 +74,18 @@ class Readiness:
         if missing:
             return 503, Health(ok=False, checks={"migrations": f"{len(missing)} pending"})
         return 200, Health(ok=True, checks={"database": "ok", "migrations": "ok"})
+
+
+def relay_check(relay: RelayHealth) -> str:
+    """The relay's line: reported, never a reason to refuse traffic (the API works without
+    NATS, and the relay catches up from its checkpoint)."""
+    if relay.role != "leader":
+        return (
+            f"{relay.role} (another instance relays to {relay.stream}, or none holds the lock yet)"
+        )
+    if relay.nats == "connected":
+        return f"leader, connected to {relay.where}"
+    return f"leader, NATS {relay.nats}: {relay.error or 'connecting'}"
 
 
 READINESS = web.AppKey("readiness", Readiness)

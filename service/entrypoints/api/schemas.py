@@ -7,6 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
+from service.feed import EventItem
+
 Id = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$(?![\s\S])")
 ]
@@ -424,21 +426,6 @@ class CancelResponse(Response):
     # sent: OpenAI took it; deferred: OpenAI did not answer, the poller sends it again;
     # refused: OpenAI refused (it had already ended there), the poller records how it ended.
     openai_cancel: Literal["sent", "deferred", "refused"] = "sent"
-
-
-class EventItem(msgspec.Struct, rename="camel"):
-    """An event of the global feed."""
-
-    position: int
-    stream_id: str
-    version: int
-    id: str
-    type: str
-    occurred_at: datetime
-    actor: str
-    correlation_id: str | None
-    causation_id: str | None
-    data: msgspec.Raw
 
 
 class EventsResponse(Response):

@@ -51,6 +51,9 @@ async def build_deps(
     )
 
 
+OPENAI_API = "https://api.openai.com/v1"
+
+
 def console_settings(settings: Settings) -> ConsoleSettings | None:
     """The admin console's settings, or None when CONSOLE_ENABLED is false."""
     if not settings.console_enabled:
@@ -59,6 +62,8 @@ def console_settings(settings: Settings) -> ConsoleSettings | None:
         idle=timedelta(minutes=settings.console_session_idle_minutes),
         max_age=timedelta(hours=settings.console_session_max_hours),
         secure_cookies=settings.console_secure_cookies,
+        openai_dashboard=settings.openai_base_url is None
+        or settings.openai_base_url.rstrip("/") == OPENAI_API,
     )
 
 

@@ -22,6 +22,7 @@ from service.entrypoints.console.core import (
     PageError,
     actor,
     companies,
+    console,
     deps,
     valid_id,
 )
@@ -196,6 +197,7 @@ async def batch_page(request: web.Request) -> web.StreamResponse:
         "requests": requests_,
         "requests_shown": REQUESTS_SHOWN,
         "cancellable": batch.status in ACTIVE and batch.openai_batch_id is not None,
+        "dashboard": console(request).settings.openai_dashboard,
         "outcome": outcome,
         "now": datetime.now(UTC),
         "age": age,

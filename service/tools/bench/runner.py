@@ -17,11 +17,19 @@ from service.tools.bench import (
     eventstore_suites,
     pipeline_suites,
     read_suites,
+    relay_suites,
 )
 from service.tools.bench.core import SUITES, Bench, Result
 
 # Importing the suite modules registers their suites.
-LOADED = (eventstore_suites, domain_suites, read_suites, pipeline_suites, console_suites)
+LOADED = (
+    eventstore_suites,
+    domain_suites,
+    read_suites,
+    pipeline_suites,
+    console_suites,
+    relay_suites,
+)
 
 
 async def _scratch_database(admin_dsn: str, name: str) -> str:

@@ -1,0 +1,294 @@
+"""NATS JetStream for the relay: subjects, headers, the stream's settings, a connection that
+says what went wrong, and pipelined publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import string
+from dataclasses import dataclass, field
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from eventstore import RecordedEvent
+from service.feed import event_item
+
+MSG_ID = "Nats-Msg-Id"
+POSITION = "Batchledger-Position"
+STREAM_ID = "Batchledger-Stream-Id"
+VERSION = "Batchledger-Version"
+TYPE = "Batchledger-Type"
+RECORDED_AT = "Batchledger-Recorded-At"
+CORRELATION_ID = "Batchledger-Correlation-Id"
+COMPANY = "Batchledger-Company"
+DATA_OMITTED = "Batchledger-Data-Omitted"
+
+# Company ids keep letters, digits and _ - : @ as they are; any other character (the
+# API allows ".", which would split the subject) becomes %XX per UTF-8 byte. No encoded
+# id is a bare "%none", so events without a company (none are written today) cannot
+# land on a company's subjects.
+_SAFE = frozenset(string.ascii_letters + string.digits + "_-:@")
+UNSCOPED = "%none"
+# Room for the subject, headers and protocol line within the server's max_payload.
+_ENVELOPE_BYTES = 2048
+
+
+class RelayUnavailable(Exception):
+    """NATS cannot be reached or the connection dropped: the relay retries."""
+
+
+class RelayMisconfigured(Exception):
+    """NATS answers but refuses the relay (JetStream off, permissions, a conflicting stream)."""
+
+
+def company_token(scope: str | None) -> str:
+    """The subject token of a company id (reversible: %XX for anything outside [A-Za-z0-9_-:@])."""
+    if not scope:
+        return UNSCOPED
+    if all(c in _SAFE for c in scope):
+        return scope
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in scope)
+
+
+def subject_for(prefix: str, event: RecordedEvent) -> str:
+    """`<prefix>.<companyId>.<category>.<EventType>`."""
+    return f"{prefix}.{company_token(event.scope)}.{event.category}.{event.type}"
+
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """One event as a NATS message."""
+
+    position: int
+    subject: str
+    headers: dict[str, str]
+    payload: bytes
+
+
+class Encoder:
+    """Turns recorded events into messages: the body is the event as `/events` serves it."""
+
+    def __init__(self, prefix: str, max_payload: int) -> None:
+        self.prefix = prefix
+        self.max_body = max(max_payload - _ENVELOPE_BYTES, 1024)
+        self._encode = msgspec.json.Encoder().encode
+        self._subjects: dict[tuple[str | None, str, str], str] = {}
+
+    def message(self, e: RecordedEvent) -> Message:
+        """The message of one event; too large a body goes without its `data` (claim check)."""
+        key = (e.scope, e.stream_id.split("-", 1)[0], e.type)
+        subject = self._subjects.get(key)
+        if subject is None:
+            subject = self._subjects.setdefault(key, subject_for(self.prefix, e))
+        headers = {
+            MSG_ID: str(e.id),
+            POSITION: str(e.position),
+            STREAM_ID: e.stream_id,
+            VERSION: str(e.version),
+            TYPE: e.type,
+            RECORDED_AT: e.recorded_at.isoformat(),
+        }
+        if e.metadata.correlation_id:
+            headers[CORRELATION_ID] = e.metadata.correlation_id
+        if e.scope:
+            headers[COMPANY] = e.scope
+        item = event_item(e)
+        payload = self._encode(item)
+        if len(payload) > self.max_body:
+            # NATS refuses a message over max_payload (1 MB by default) and a transcript can
+            # exceed it: the consumer fetches the data with GET /events?after=<position - 1>.
+            headers[DATA_OMITTED] = str(len(item.data))
+            payload = self._encode(msgspec.structs.replace(item, data=msgspec.Raw(b"null")))
+        return Message(e.position, subject, headers, payload)
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """The JetStream stream the relay creates or updates at start."""
+
+    name: str
+    prefix: str
+    retention: str = "limits"
+    max_age_seconds: int = 0
+    max_bytes: int = -1
+    replicas: int = 1
+    duplicate_window_seconds: int = 120
+
+    def config(self) -> api.StreamConfig:
+        """As nats-py sends it."""
+        return api.StreamConfig(
+            name=self.name,
+            subjects=[f"{self.prefix}.>"],
+            retention=api.RetentionPolicy(self.retention),
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            max_age=float(self.max_age_seconds),
+            max_bytes=self.max_bytes,
+            num_replicas=self.replicas,
+            duplicate_window=float(self.duplicate_window_seconds),
+        )
+
+
+@dataclass
+class Link:
+    """One connection to NATS: its JetStream context, and whether and why it was lost."""
+
+    nc: Client
+    js: JetStreamContext
+    where: str
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    refusals: list[str] = field(default_factory=list)  # permission violations the server sent
+
+    @classmethod
+    async def open(
+        cls, url: str, *, creds: str | None, window: int, wait: float, where: str
+    ) -> Link:
+        """Connect once (the relay, not nats-py, decides when to try again)."""
+        link: Link | None = None
+
+        failures: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            failures.append(exc)  # nats-py reports connection failures here, not by raising
+            if link is not None and "permissions violation" in str(exc).lower():
+                link.refusals.append(str(exc).strip())
+
+        async def on_closed() -> None:
+            if link is not None:
+                link.lost.set()
+
+        nc = Client()
+        try:
+            # nats-py retries a refused first connection forever, whatever its options say:
+            # the whole attempt is bounded here instead.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[u.strip() for u in url.split(",")],
+                    name="batchledger-relay",
+                    allow_reconnect=False,
+                    connect_timeout=max(1, round(wait)),
+                    max_reconnect_attempts=0,
+                    user_credentials=creds,
+                    error_cb=on_error,
+                    closed_cb=on_closed,
+                    disconnected_cb=on_closed,
+                ),
+                wait,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2.0)
+            cause = failures[-1] if failures else exc
+            raise RelayUnavailable(f"NATS at {where} is unreachable: {_describe(cause)}") from None
+        link = cls(nc, nc.jetstream(timeout=wait, publish_async_max_pending=window), where)
+        return link
+
+    @property
+    def max_payload(self) -> int:
+        """The server's largest message."""
+        return int(self.nc.max_payload)
+
+    async def ensure_stream(self, spec: StreamSpec) -> api.StreamInfo:
+        """Create the stream, or update it to the settings; a clear error when refused."""
+        wanted = spec.config()
+        try:
+            try:
+                info = await self.js.stream_info(spec.name)
+            except nats.js.errors.NotFoundError:
+                return await self.js.add_stream(wanted)
+            if _differs(info.config, wanted):
+                return await self.js.update_stream(wanted)
+            return info
+        except nats.js.errors.ServiceUnavailableError:
+            raise RelayMisconfigured(self._jetstream_off()) from None
+        except nats.errors.NoRespondersError:
+            raise RelayMisconfigured(self._jetstream_off()) from None
+        except nats.errors.TimeoutError:
+            raise self._refused_or_slow("the JetStream API ($JS.API.>)") from None
+        except nats.js.errors.APIError as exc:
+            raise RelayMisconfigured(
+                f"JetStream at {self.where} refuses stream {spec.name!r} with subjects"
+                f" {spec.prefix}.>: {exc.description} (code {exc.err_code})"
+            ) from None
+
+    async def publish(self, m: Message, stream: str) -> asyncio.Future[api.PubAck]:
+        """Send one message; the future resolves with JetStream's acknowledgement."""
+        return await self.js.publish_async(m.subject, m.payload, headers=m.headers, stream=stream)
+
+    async def stored_positions(
+        self, stream: str, after_sequence: int, limit: int
+    ) -> dict[int, int]:
+        """Positions (and their sequences) of the relay's messages stored after a sequence."""
+        info = await self.js.stream_info(stream)
+        first = max(after_sequence + 1, info.state.first_seq)
+        last = info.state.last_seq
+        found: dict[int, int] = {}
+        for start in range(first, min(last, first + limit - 1) + 1, 256):
+            chunk = range(start, min(start + 256, last + 1))
+            msgs = await asyncio.gather(
+                *(self.js.get_msg(stream, seq) for seq in chunk), return_exceptions=True
+            )
+            for seq, msg in zip(chunk, msgs, strict=True):
+                if isinstance(msg, api.RawStreamMsg) and msg.headers and POSITION in msg.headers:
+                    found[int(msg.headers[POSITION])] = seq
+                elif isinstance(msg, BaseException) and not isinstance(
+                    msg, nats.js.errors.NotFoundError
+                ):
+                    raise msg
+        return found
+
+    def refused(self) -> RelayMisconfigured | None:
+        """The server's last permission refusal, as an error, if it sent one."""
+        if not self.refusals:
+            return None
+        return RelayMisconfigured(
+            f"NATS at {self.where} refuses the relay's user: {self.refusals[-1]}; grant it"
+            " publish on the stream's subjects and on $JS.API.> (docs/integrations.md)"
+        )
+
+    def _refused_or_slow(self, what: str) -> Exception:
+        return self.refused() or RelayUnavailable(
+            f"NATS at {self.where} did not answer on {what} in time"
+        )
+
+    def _jetstream_off(self) -> str:
+        return (
+            f"JetStream is not enabled on the NATS server at {self.where}: start nats-server"
+            " with -js (or a jetstream {} block in its config), or unset NATS_URL"
+        )
+
+    async def close(self) -> None:
+        """Close the connection without waiting on a server that is gone."""
+        # Closing a dead connection can fail in many ways; it is gone either way.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), 2.0)
+
+
+def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:
+    """Whether a stream's settings differ from the ones the relay is configured with."""
+    fields = (
+        "subjects",
+        "retention",
+        "max_age",
+        "max_bytes",
+        "num_replicas",
+        "duplicate_window",
+        "discard",
+    )
+    return any(getattr(have, f) != getattr(want, f) for f in fields)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def where_of(url: str) -> str:
+    """The servers of a NATS URL without any user or password (safe to log)."""
+    hosts = []
+    for part in url.split(","):
+        scheme, _, rest = part.strip().partition("://")
+        hosts.append(f"{scheme}://{rest.rpartition('@')[2]}")
+    return ",".join(hosts)
