@@ -351,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run throughput benchmarks against a scratch database",
         description="Each suite runs in a scratch database created on the server and dropped "
         "after. Suites: append_batched, append_single, read_all, fanout, decide, rebuild,"
-        " read_latency, pipeline, api, creator, console (docs/benchmarks.md says what each"
-        " measures).",
+        " read_latency, pipeline, api, creator, console, relay (NATS_URL; docs/benchmarks.md says"
+        " what each measures).",
     )
     p.add_argument("suites", nargs="*", help="suites to run (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")

@@ -102,6 +102,12 @@ async def demo(settings: Settings, dsn: str, *, exit_when_done: bool, sample: Pa
     jobs: list[Coroutine[Any, Any, None]] = [r.run(stop) for r in runtime.runners]
     jobs += [s.run(stop) for s in runtime.schedulers()]
     jobs.append(run_api(runtime.store, runtime.app, runtime.metrics, settings, stop))
+    if runtime.relay is not None:
+        jobs.append(runtime.relay.run(stop))
+        runtime.metrics.relay = runtime.relay.health
+        print(f"JetStream relay: stream {settings.nats_stream} at {runtime.relay.health.where}")
+    else:
+        print("JetStream relay: off (NATS_URL is not set; see docs/integrations.md)")
     tasks = [asyncio.ensure_future(j) for j in jobs]
     started = time.monotonic()
     try:

@@ -27,7 +27,7 @@ def test_demo_runs_every_sample_request_to_completion_without_database_url(tmp_p
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "TEST_DATABASE_URL", "PG"))
+        if not k.startswith(("DATABASE_URL", "TEST_DATABASE_URL", "PG", "NATS_URL"))
     }
     env["BATCHLEDGER_DATA_DIR"] = str(tmp_path / "pgdata")
     prefix = isolated_network()
@@ -54,3 +54,4 @@ def test_demo_runs_every_sample_request_to_completion_without_database_url(tmp_p
     }
     assert lines == {"processing_complete": "50", "processing_failed": "0"}
     assert "admin token (shown once): bl_" in result.stdout
+    assert "JetStream relay: off (NATS_URL is not set" in result.stdout

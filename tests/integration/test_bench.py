@@ -64,5 +64,5 @@ def test_bench_help_names_every_suite(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert len(SUITES) == 11
+    assert len(SUITES) == 12
     assert [name for name in SUITES if name not in text] == []

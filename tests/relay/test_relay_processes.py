@@ -7,12 +7,16 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
+import msgspec
+import pytest
 
 from eventstore import EventStore
 from service.adapters import relay_state
 from service.adapters.jetstream import StreamSpec
+from service.tools.bench.core import Result
 from tests.relay.harness import connect, free_port
 from tests.relay.test_relay import assert_exactly_once_in_order, consume, history, relayed_to
 
@@ -144,3 +148,33 @@ async def test_relay_status_shows_the_checkpoint_against_the_head_and_the_stream
     assert f"head        {head}" in text
     assert "lag         5 events" in text
     assert f"{nats_address}: 0 messages" in text
+
+
+async def test_quick_relay_bench_reports_its_rate_against_nats_py_and_the_latency(
+    db_dsn: str, nats_address: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.entrypoints.cli",
+        "bench",
+        "relay",
+        "--quick",
+        "--json",
+        str(out),
+        env={**os.environ, "DATABASE_URL": db_dsn, "NATS_URL": nats_address},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    results = msgspec.json.decode(out.read_bytes(), type=dict[str, list[Result]])["results"]
+    rate = next(r for r in results if r.name.startswith("relay_events"))
+    assert rate.baseline == "nats-py"
+    assert rate.value > 0
+    assert rate.baseline_value
+    assert rate.ratio == pytest.approx(rate.value / rate.baseline_value)
+    latency = {r.name: r.value for r in results if r.name.startswith("relay_latency")}
+    assert 0 < latency["relay_latency_p50"] <= latency["relay_latency_p99"]
+    assert "relay_events" in stdout.decode()

@@ -132,7 +132,7 @@ async def _latency(b: Bench, spec: StreamSpec, rounds: int) -> list[float]:
 @suite("relay")
 async def relay_throughput(b: Bench) -> list[Result]:
     """Relay events/s against nats-py's with the same messages and window; latency p50/p99."""
-    head = await _fill(b, b.size(200_000, 20_000))
+    head = await _fill(b, b.size(200_000, 10_000))
     events = []
     after = 0
     while page := await b.store.read_all(after, 10_000):
@@ -148,7 +148,7 @@ async def relay_throughput(b: Bench) -> list[Result]:
         relay_rates.append(rate)
         if turn == 0:
             await running.halt(b)
-    samples = await _latency(b, running.spec, b.size(1_000, 100))
+    samples = await _latency(b, running.spec, b.size(1_000, 50))
     await running.halt(b)
     p50, p99 = percentiles(samples)
     best_relay, best_base = max(relay_rates), max(base_rates)
