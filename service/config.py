@@ -65,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     console_secure_cookies: bool = False
     nats_url: str | None = None
     nats_creds_file: str | None = None
+    nats_inbox_prefix: str = "_INBOX"
     nats_stream: str = "BATCHLEDGER"
     nats_subject_prefix: str = "batchledger"
     nats_stream_retention: str = "limits"
@@ -238,6 +239,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "CONSOLE_SECURE_COOKIES": _bool,
     "NATS_URL": _nats_urls,
     "NATS_CREDS_FILE": _nonempty,
+    "NATS_INBOX_PREFIX": _subject_tokens,
     "NATS_STREAM": _stream_name,
     "NATS_SUBJECT_PREFIX": _subject_tokens,
     # workqueue is refused: it deletes a message once one consumer acks it, and every

@@ -26,6 +26,11 @@ RECORDED_AT = "Batchledger-Recorded-At"
 CORRELATION_ID = "Batchledger-Correlation-Id"
 COMPANY = "Batchledger-Company"
 DATA_OMITTED = "Batchledger-Data-Omitted"
+# JetStream refuses a message whose predecessor in the stream is not the one named here, so
+# a message it did not store can never be followed by the next: no gap, no reordering.
+EXPECTED_STREAM = "Nats-Expected-Stream"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 
 # Company ids keep letters, digits and _ - : @ as they are; any other character (the
 # API allows ".", which would split the subject) becomes %XX per UTF-8 byte. No encoded
@@ -69,32 +74,25 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
 
 class Encoder:
-    """Turns recorded events into messages: the body is the event as `/events` serves it."""
+    """Turns recorded events, in log order, into messages that each name their predecessor;
+    the body is the event as `/events` serves it."""
 
-    def __init__(self, prefix: str, max_payload: int) -> None:
-        self.prefix = prefix
+    def __init__(self, prefix: str, max_payload: int, stream: str) -> None:
+        self.prefix, self.stream = prefix, stream
         self.max_body = max(max_payload - _ENVELOPE_BYTES, 1024)
         self._encode = msgspec.json.Encoder().encode
         self._subjects: dict[tuple[str | None, str, str], str] = {}
+        self._previous: str | None = None  # the id of the message before the next one
+        self._after_sequence: int | None = None
+
+    def expect(self, sequence: int) -> None:
+        """The next message must follow stream sequence `sequence`: a session's first, after
+        the messages found in the stream, names the stream's last sequence."""
+        self._previous, self._after_sequence = None, sequence
 
     def message(self, e: RecordedEvent) -> Message:
-        """The message of one event; too large a body goes without its `data` (claim check)."""
-        key = (e.scope, e.stream_id.split("-", 1)[0], e.type)
-        subject = self._subjects.get(key)
-        if subject is None:
-            subject = self._subjects.setdefault(key, subject_for(self.prefix, e))
-        headers = {
-            MSG_ID: str(e.id),
-            POSITION: str(e.position),
-            STREAM_ID: e.stream_id,
-            VERSION: str(e.version),
-            TYPE: e.type,
-            RECORDED_AT: e.recorded_at.isoformat(),
-        }
-        if e.metadata.correlation_id:
-            headers[CORRELATION_ID] = e.metadata.correlation_id
-        if e.scope:
-            headers[COMPANY] = e.scope
+        """The message of the next event; too large a body goes without its `data`."""
+        headers = self._headers(e)
         item = event_item(e)
         payload = self._encode(item)
         if len(payload) > self.max_body:
@@ -102,7 +100,43 @@ class Encoder:
             # exceed it: the consumer fetches the data with GET /events?after=<position - 1>.
             headers[DATA_OMITTED] = str(len(item.data))
             payload = self._encode(msgspec.structs.replace(item, data=msgspec.Raw(b"null")))
-        return Message(e.position, subject, headers, payload)
+        return Message(e.position, self._subject(e), headers, payload)
+
+    def _headers(self, e: RecordedEvent) -> dict[str, str]:
+        headers = {
+            MSG_ID: str(e.id),
+            POSITION: str(e.position),
+            STREAM_ID: e.stream_id,
+            VERSION: str(e.version),
+            TYPE: e.type,
+            RECORDED_AT: e.recorded_at.isoformat(),
+            EXPECTED_STREAM: self.stream,
+        }
+        if self._previous is not None:
+            headers[EXPECTED_LAST_MSG_ID] = self._previous
+        elif self._after_sequence is not None:
+            headers[EXPECTED_LAST_SEQUENCE] = str(self._after_sequence)
+        if e.metadata.correlation_id:
+            headers[CORRELATION_ID] = e.metadata.correlation_id
+        if e.scope:
+            headers[COMPANY] = e.scope
+        self._previous = headers[MSG_ID]
+        return headers
+
+    def _subject(self, e: RecordedEvent) -> str:
+        key = (e.scope, e.category, e.type)
+        subject = self._subjects.get(key)
+        if subject is None:
+            subject = self._subjects.setdefault(key, subject_for(self.prefix, e))
+        return subject
+
+
+class Stored(msgspec.Struct, frozen=True, gc=False):
+    """A relayed message the stream holds: its event's position and id, its sequence."""
+
+    position: int
+    msg_id: str
+    sequence: int
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +160,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
             discard=api.DiscardPolicy.OLD,
             max_age=float(self.max_age_seconds),
             max_bytes=self.max_bytes,
+            max_msgs=-1,
+            max_msgs_per_subject=-1,
+            max_msg_size=-1,  # larger events go with their data omitted (Encoder)
             num_replicas=self.replicas,
             duplicate_window=float(self.duplicate_window_seconds),
         )
@@ -143,7 +180,14 @@ class Link:
 
     @classmethod
     async def open(
-        cls, url: str, *, creds: str | None, window: int, wait: float, where: str
+        cls,
+        url: str,
+        *,
+        creds: str | None,
+        window: int,
+        wait: float,
+        where: str,
+        inbox: str = "_INBOX",
     ) -> Link:
         """Connect once (the relay, not nats-py, decides when to try again)."""
         link: Link | None = None
@@ -171,6 +215,7 @@ class Link:
                     connect_timeout=max(1, round(wait)),
                     max_reconnect_attempts=0,
                     user_credentials=creds,
+                    inbox_prefix=inbox,
                     error_cb=on_error,
                     closed_cb=on_closed,
                     disconnected_cb=on_closed,
@@ -181,7 +226,11 @@ class Link:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 2.0)
             cause = failures[-1] if failures else exc
-            raise RelayUnavailable(f"NATS at {where} is unreachable: {_describe(cause)}") from None
+            if "authorization violation" in str(cause).lower():
+                raise RelayMisconfigured(
+                    f"NATS at {where} refuses the relay's credentials: {describe(cause)}"
+                ) from None
+            raise RelayUnavailable(f"NATS at {where} is unreachable: {describe(cause)}") from None
         link = cls(nc, nc.jetstream(timeout=wait, publish_async_max_pending=window), where)
         return link
 
@@ -213,31 +262,55 @@ class Link:
                 f" {spec.prefix}.>: {exc.description} (code {exc.err_code})"
             ) from None
 
-    async def publish(self, m: Message, stream: str) -> asyncio.Future[api.PubAck]:
+    async def publish(self, m: Message) -> asyncio.Future[api.PubAck]:
         """Send one message; the future resolves with JetStream's acknowledgement."""
-        return await self.js.publish_async(m.subject, m.payload, headers=m.headers, stream=stream)
+        return await self.js.publish_async(m.subject, m.payload, headers=m.headers)
 
-    async def stored_positions(
-        self, stream: str, after_sequence: int, limit: int
-    ) -> dict[int, int]:
-        """Positions (and their sequences) of the relay's messages stored after a sequence."""
+    async def stored_after(self, stream: str, after_sequence: int, limit: int) -> list[Stored]:
+        """The relay's messages the stream holds after a sequence, in sequence order."""
         info = await self.js.stream_info(stream)
-        first = max(after_sequence + 1, info.state.first_seq)
-        last = info.state.last_seq
-        found: dict[int, int] = {}
-        for start in range(first, min(last, first + limit - 1) + 1, 256):
-            chunk = range(start, min(start + 256, last + 1))
-            msgs = await asyncio.gather(
-                *(self.js.get_msg(stream, seq) for seq in chunk), return_exceptions=True
+        first, last = max(after_sequence + 1, info.state.first_seq), info.state.last_seq
+        if last - first + 1 > limit:
+            raise RelayMisconfigured(
+                f"stream {stream} holds {last - first + 1:,} messages past the relay's checkpoint"
+                f" (more than {limit:,} to check): another publisher, or a checkpoint moved by"
+                " hand; `batchledger relay reset --to N` starts from a position you choose"
             )
-            for seq, msg in zip(chunk, msgs, strict=True):
-                if isinstance(msg, api.RawStreamMsg) and msg.headers and POSITION in msg.headers:
-                    found[int(msg.headers[POSITION])] = seq
-                elif isinstance(msg, BaseException) and not isinstance(
-                    msg, nats.js.errors.NotFoundError
-                ):
-                    raise msg
+        found: list[Stored] = []
+        for start in range(first, last + 1, 256):
+            chunk = range(start, min(start + 256, last + 1))
+            msgs = await asyncio.gather(*(self._get(stream, seq) for seq in chunk))
+            found += [m for m in msgs if m is not None]
         return found
+
+    async def sequence_of(self, stream: str, position: int) -> int:
+        """The sequence of the last message at or before log position `position` (0: none);
+        a binary search, since positions rise with sequences in the relay's stream."""
+        info = await self.js.stream_info(stream)
+        lo, hi, best = info.state.first_seq, info.state.last_seq, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            probe = mid
+            while probe >= lo and (m := await self._get(stream, probe)) is None:
+                probe -= 1  # deleted messages: look below
+            if probe < lo or m is None:
+                lo = mid + 1
+            elif m.position <= position:
+                best, lo = m.sequence, mid + 1
+            else:
+                hi = probe - 1
+        return best
+
+    async def _get(self, stream: str, sequence: int) -> Stored | None:
+        """One message's position and id; None for a message deleted or not the relay's."""
+        try:
+            msg = await self.js.get_msg(stream, sequence)
+        except nats.js.errors.NotFoundError:
+            return None
+        headers = msg.headers or {}
+        if POSITION not in headers or MSG_ID not in headers:
+            return None
+        return Stored(int(headers[POSITION]), headers[MSG_ID], sequence)
 
     def refused(self) -> RelayMisconfigured | None:
         """The server's last permission refusal, as an error, if it sent one."""
@@ -271,8 +344,12 @@ def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:
     fields = (
         "subjects",
         "retention",
+        "storage",
         "max_age",
         "max_bytes",
+        "max_msgs",
+        "max_msgs_per_subject",
+        "max_msg_size",
         "num_replicas",
         "duplicate_window",
         "discard",
@@ -280,7 +357,12 @@ def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:
     return any(getattr(have, f) != getattr(want, f) for f in fields)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A NATS error as one line for logs and /readyz."""
+    if isinstance(exc, nats.js.errors.APIError):
+        return f"{exc.description} (code {exc.err_code})"
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return "no stream takes this subject (was the stream deleted?)"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -57,3 +57,15 @@ async def progress(pool: asyncpg.Pool, stream: str) -> RelayProgress:
         lag_seconds=max(float(row["behind"] or 0.0), 0.0),
         updated_at=row["updated_at"],
     )
+
+
+async def reset(conn: asyncpg.Connection | asyncpg.Pool, stream: str, at: Checkpoint) -> None:
+    """Set the checkpoint to `at`, backwards too (`batchledger relay reset`)."""
+    await conn.execute(
+        "INSERT INTO relay_checkpoints (stream, position, stream_sequence) VALUES ($1, $2, $3)"
+        " ON CONFLICT (stream) DO UPDATE SET position = $2, stream_sequence = $3,"
+        " updated_at = now()",
+        stream,
+        at.position,
+        at.stream_sequence,
+    )

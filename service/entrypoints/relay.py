@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections import deque
+import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import nats.errors
-import nats.js.errors
-from nats.js import api
 
 from eventstore import EventStore, RecordedEvent
 from projections.base import leader_key
@@ -23,28 +22,33 @@ from service.adapters.jetstream import (
     Link,
     RelayMisconfigured,
     RelayUnavailable,
+    Stored,
     StreamSpec,
     where_of,
 )
 from service.adapters.relay_state import Checkpoint
 from service.config import Settings
+from service.entrypoints.relay_window import AckWindow, PublishFailed
 from service.logs import get_logger
 from service.relay_health import RelayHealth
 
-FLUSH_SECONDS = 0.25  # how often the checkpoint is saved while events flow
-LEADER_CHECK_SECONDS = 5.0
+T = TypeVar("T")
+
+FLUSH_SECONDS = 0.25  # how often the checkpoint is saved, and the lock checked, while busy
 MAX_RETRY_SECONDS = 30.0
-# Messages read back from the stream at start, to publish nothing twice that was
-# acknowledged but not yet checkpointed; more than a window and a flush ever leave.
-RECONCILE_LIMIT = 200_000
+DRAIN_ON_STOP_SECONDS = 1.0  # acknowledgements in flight still counted when serve stops
+PAGE_SIZE = 1000  # events a page; a queued request holds its transcript
+# Messages read back from the stream at start; more than a window and a flush leave.
+RECONCILE_LIMIT = 100_000
 
 
-class PublishFailed(Exception):
-    """A message was not acknowledged: the session ends and resumes from the checkpoint."""
+class Stopped(Exception):
+    """`stop` was set while the relay waited on NATS."""
 
-    def __init__(self, position: int, reason: str, detail: str) -> None:
-        super().__init__(f"event {position} was not stored ({reason}): {detail}")
-        self.position, self.reason = position, reason
+
+def relay_lock(stream: str) -> int:
+    """The advisory lock held by the one relay feeding `stream` (and by `relay reset`)."""
+    return leader_key(f"relay:{stream}")
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,11 @@ class RelayConfig:
     url: str
     creds: str | None
     spec: StreamSpec
+    inbox: str = "_INBOX"
     window: int = 1024
     ack_timeout: float = 10.0
     retry_seconds: float = 2.0
-    page_size: int = 5000
+    page_size: int = PAGE_SIZE
 
     @classmethod
     def from_settings(cls, s: Settings) -> RelayConfig | None:
@@ -77,69 +82,22 @@ class RelayConfig:
             s.nats_url,
             s.nats_creds_file,
             spec,
+            inbox=s.nats_inbox_prefix,
             window=s.relay_window,
             ack_timeout=s.relay_ack_timeout_seconds,
             retry_seconds=s.relay_retry_seconds,
         )
 
 
-class AckWindow:
-    """Messages sent and not yet settled, oldest first; `acked` is the last of the contiguous
-    prefix JetStream stored, the only position the checkpoint may move to."""
+@dataclass
+class Session:
+    """One NATS connection's relaying: what it found in the stream and where it stands."""
 
-    def __init__(self, at: Checkpoint, size: int) -> None:
-        self.acked = at
-        self.size = size
-        self._pending: deque[tuple[int, asyncio.Future[api.PubAck] | int]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    @property
-    def full(self) -> bool:
-        """No more may be sent until the oldest is settled."""
-        return len(self._pending) >= self.size
-
-    def sent(self, position: int, ack: asyncio.Future[api.PubAck]) -> None:
-        """A message is on its way."""
-        self._pending.append((position, ack))
-
-    def stored(self, position: int, sequence: int) -> None:
-        """A message the stream already holds (found at start), settled as it is."""
-        self._pending.append((position, sequence))
-
-    def settle(self) -> Checkpoint:
-        """Move `acked` over every settled message at the front; raise on a refused one."""
-        while self._pending:
-            position, ack = self._pending[0]
-            if isinstance(ack, int):
-                sequence = ack
-            elif not ack.done():
-                break
-            elif (exc := ack.exception()) is not None:
-                raise PublishFailed(position, "rejected", _describe(exc))
-            else:
-                sequence = ack.result().seq
-            self._pending.popleft()
-            self.acked = Checkpoint(position, sequence)
-        return self.acked
-
-    async def wait_oldest(self, within: float, lost: asyncio.Future[Any]) -> None:
-        """Wait until the oldest message is settled; PublishFailed if it is not in time."""
-        position, ack = self._pending[0]
-        if isinstance(ack, int) or ack.done():
-            return
-        done, _ = await asyncio.wait({ack, lost}, timeout=within, return_when="FIRST_COMPLETED")
-        if ack not in done:
-            reason = "connection" if lost.done() else "timeout"
-            raise PublishFailed(position, reason, f"no acknowledgement within {within:g}s")
-
-    def abandon(self) -> None:
-        """Forget what is in flight (it is sent again from the checkpoint)."""
-        for _, ack in self._pending:
-            if not isinstance(ack, int):
-                ack.cancel()
-        self._pending.clear()
+    link: Link
+    lost: asyncio.Future[Any]
+    window: AckWindow
+    encoder: Encoder
+    stored: dict[int, Stored]  # messages past the checkpoint the stream holds already
 
 
 class Relay:
@@ -161,9 +119,14 @@ class Relay:
         while not stop.is_set():
             leader: asyncpg.Connection | None = None
             try:
-                leader = await asyncpg.connect(self.store.dsn)
-                key = leader_key(f"relay:{self.config.spec.name}")
-                if await leader.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                # Named, so pg_stat_activity and pg_locks show which process leads.
+                leader = await asyncpg.connect(
+                    self.store.dsn,
+                    server_settings={"application_name": f"batchledger-relay:{os.getpid()}"},
+                )
+                if await leader.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", relay_lock(self.config.spec.name)
+                ):
                     self.health.role = "leader"
                     self.log.info("relay.leader")
                     await self._lead(stop, leader)
@@ -172,26 +135,31 @@ class Relay:
             except Exception:  # a lost database connection: log, wait, start over
                 self.log.exception("relay.failed", retry_in=self.config.retry_seconds)
             finally:
-                self.health.role = "standby" if not stop.is_set() else self.health.role
+                if not stop.is_set():
+                    self.health.role = "standby"
                 if leader is not None:
                     with contextlib.suppress(Exception):
                         await leader.close()
             await _sleep(stop, self.config.retry_seconds)
 
     async def _lead(self, stop: asyncio.Event, leader: asyncpg.Connection) -> None:
-        """Open NATS sessions one after another, backing off while NATS is down or refuses."""
+        """NATS sessions one after another, backing off while nothing moves."""
         delay = self.config.retry_seconds
         while not stop.is_set():
+            before = self.health.acked
             try:
-                moved = await self._session(stop, leader)
-            except (RelayUnavailable, PublishFailed, nats.errors.Error, OSError) as exc:
-                self._trouble("unreachable", exc, delay)
-                moved = isinstance(exc, PublishFailed)
+                await self._session(stop, leader)
+            except Stopped:
+                return
             except RelayMisconfigured as exc:
                 self._trouble("refused", exc, delay)
-                moved = False
+            except PublishFailed as exc:
+                self._trouble("refused" if exc.reason == "rejected" else "unreachable", exc, delay)
+            except (RelayUnavailable, nats.errors.Error, OSError) as exc:
+                self._trouble("unreachable", exc, delay)
             if stop.is_set():
                 return
+            moved = self.health.acked > before
             delay = self.config.retry_seconds if moved else min(delay * 2, MAX_RETRY_SECONDS)
             await _sleep(stop, delay)
             await leader.fetchval("SELECT 1")  # still the leader? (raises when the lock is gone)
@@ -200,134 +168,171 @@ class Relay:
         self.health.nats, self.health.error = state, str(exc)
         if isinstance(exc, PublishFailed):
             self.health.failed(exc.reason)
+        elif self.health.acked and not isinstance(exc, RelayMisconfigured):
+            self.health.failed("connection")
         self.log.warning("relay.interrupted", nats=state, reason=str(exc), retry_in=retry_in)
 
-    async def _session(self, stop: asyncio.Event, leader: asyncpg.Connection) -> bool:
-        """One connection's worth of relaying; True once something was published."""
+    async def _session(self, stop: asyncio.Event, leader: asyncpg.Connection) -> None:
+        """Connect, check the stream, and relay until stopped or interrupted."""
         c = self.config
-        link = await Link.open(
-            c.url, creds=c.creds, window=c.window, wait=c.ack_timeout, where=self.health.where
+        link = await _unless(
+            stop,
+            Link.open(
+                c.url,
+                creds=c.creds,
+                window=c.window,
+                wait=c.ack_timeout,
+                where=self.health.where,
+                inbox=c.inbox,
+            ),
         )
         lost = asyncio.ensure_future(link.lost.wait())
         try:
-            await link.ensure_stream(c.spec)
+            await _unless(stop, link.ensure_stream(c.spec))
             self.health.nats, self.health.error = "connected", None
             self.sessions += 1
-            at = await relay_state.load(self.store.pool, c.spec.name)
-            stored = await self._reconcile(link, at)
-            window = AckWindow(at, c.window)
+            s = await _unless(stop, self._start(link, lost))
             try:
-                await self._follow(stop, leader, link, window, stored, lost)
+                await self._follow(stop, leader, s)
             except PublishFailed as exc:  # unanswered because the server refused the subject?
                 raise link.refused() or exc from None
             finally:
-                with contextlib.suppress(PublishFailed):
-                    window.settle()
-                window.abandon()
-                await relay_state.save(self.store.pool, c.spec.name, window.acked)
-            return window.acked.position > at.position
+                await self._end(stop, s)
         finally:
             lost.cancel()
             await link.close()
 
-    async def _reconcile(self, link: Link, at: Checkpoint) -> dict[int, int]:
-        """What the stream holds past the checkpoint (acknowledged before a crash)."""
-        info = await link.js.stream_info(self.config.spec.name)
+    async def _start(self, link: Link, lost: asyncio.Future[Any]) -> Session:
+        """The checkpoint, and what the stream holds past it (stored before a crash)."""
+        name = self.config.spec.name
+        at = await relay_state.load(self.store.pool, name)
+        info = await link.js.stream_info(name)
         if info.state.last_seq < at.stream_sequence:
-            self.log.warning(
-                "relay.stream_behind_checkpoint",
-                checkpoint=at.position,
-                checkpoint_sequence=at.stream_sequence,
-                stream_last_sequence=info.state.last_seq,
-                hint="the stream was purged or recreated; `batchledger relay reset` publishes"
-                " the log again from the start",
+            raise RelayMisconfigured(
+                f"stream {name} ends at sequence {info.state.last_seq}, before the checkpoint's"
+                f" {at.stream_sequence} (event {at.position}): it was deleted or recreated."
+                " Publishing on would leave events out; `batchledger relay reset --to 0`"
+                " publishes the whole log into it again, in order"
             )
-            return {}
-        if info.state.last_seq == at.stream_sequence:
-            return {}
-        stored = await link.stored_positions(
-            self.config.spec.name, at.stream_sequence, RECONCILE_LIMIT
-        )
-        found = {p: seq for p, seq in stored.items() if p > at.position}
+        stored = await link.stored_after(name, at.stream_sequence, RECONCILE_LIMIT)
+        found = _contiguous(name, at, stored)
         if found:
             self.log.info("relay.found_unrecorded", checkpoint=at.position, messages=len(found))
-        return found
+        encoder = Encoder(self.config.spec.prefix, link.max_payload, name)
+        encoder.expect(info.state.last_seq)
+        return Session(link, lost, AckWindow(at, self.config.window), encoder, found)
 
-    async def _follow(
-        self,
-        stop: asyncio.Event,
-        leader: asyncpg.Connection,
-        link: Link,
-        window: AckWindow,
-        stored: dict[int, int],
-        lost: asyncio.Future[Any],
-    ) -> None:
-        c = self.config
-        encoder = Encoder(c.spec.prefix, link.max_payload)
+    async def _follow(self, stop: asyncio.Event, leader: asyncpg.Connection, s: Session) -> None:
         loop = asyncio.get_running_loop()
-        saved = window.acked
-        next_save = next_check = loop.time()
-        sub = self.store.subscribe(window.acked.position, page_size=c.page_size, poll_interval=0.5)
+        saved, next_save = s.window.acked, loop.time()
+        sub = self.store.subscribe(s.window.acked.position, page_size=self.config.page_size)
         async with sub:
-            # The next page is read while this one is published: PostgreSQL works on it
-            # meanwhile (one read in flight; the subscription is not shared).
-            reading = asyncio.ensure_future(sub.next_page_before(stop, within=FLUSH_SECONDS))
+            # One read at a time, never abandoned: a slow page is waited for, not read
+            # again; meanwhile PostgreSQL reads the next page while this one is published.
+            reading = asyncio.ensure_future(sub.next_page())
+            stopping = asyncio.ensure_future(stop.wait())
             try:
                 while not stop.is_set():
-                    if lost.done():
-                        raise RelayUnavailable(f"the connection to NATS at {link.where} was lost")
-                    page = await reading
-                    reading = asyncio.ensure_future(
-                        sub.next_page_before(stop, within=FLUSH_SECONDS)
+                    if s.lost.done():
+                        raise RelayUnavailable(f"the connection to NATS at {s.link.where} was lost")
+                    await asyncio.wait(
+                        {reading, stopping}, timeout=FLUSH_SECONDS, return_when="FIRST_COMPLETED"
                     )
-                    if page:
-                        await self._publish(page, link, window, stored, encoder, lost)
+                    if reading.done():
+                        page, reading = reading.result(), asyncio.ensure_future(sub.next_page())
+                        await self._publish(page, s)
                     else:  # idle: every acknowledgement in, so the checkpoint reaches the head
-                        await self._drain(window, lost)
-                    now = loop.time()
-                    if window.acked != saved and now >= next_save:
-                        await relay_state.save(self.store.pool, c.spec.name, window.acked)
-                        saved, next_save = window.acked, now + FLUSH_SECONDS
-                    if now >= next_check:
-                        await leader.fetchval("SELECT 1")  # the lock dies with this connection
-                        next_check = now + LEADER_CHECK_SECONDS
+                        await self._drain(s)
+                    if s.window.acked != saved and loop.time() >= next_save:
+                        await relay_state.save(
+                            self.store.pool, self.config.spec.name, s.window.acked
+                        )
+                        saved, next_save = s.window.acked, loop.time() + FLUSH_SECONDS
+                        # The lock dies with this connection: an instance that lost it stops
+                        # within a flush, well inside the duplicate window.
+                        await leader.fetchval("SELECT 1")
             finally:
-                reading.cancel()
+                for task in (reading, stopping):
+                    task.cancel()
                 with contextlib.suppress(BaseException):
                     await reading
 
-    async def _drain(self, window: AckWindow, lost: asyncio.Future[Any]) -> None:
-        while len(window):
-            await window.wait_oldest(self.config.ack_timeout, lost)
-            self.health.acked = window.settle().position
-
-    async def _publish(
-        self,
-        page: list[RecordedEvent],
-        link: Link,
-        window: AckWindow,
-        stored: dict[int, int],
-        encoder: Encoder,
-        lost: asyncio.Future[Any],
-    ) -> None:
-        stream, timeout = self.config.spec.name, self.config.ack_timeout
+    async def _publish(self, page: list[RecordedEvent], s: Session) -> None:
+        timeout = self.config.ack_timeout
         for event in page:
-            while window.full:
-                await window.wait_oldest(timeout, lost)
-                window.settle()
-            if stored and (sequence := stored.pop(event.position, None)) is not None:
-                window.stored(event.position, sequence)
+            while s.window.full:
+                await s.window.wait_oldest(timeout, s.lost)
+                s.window.settle()
+            if s.stored and (held := s.stored.pop(event.position, None)) is not None:
+                if held.msg_id != str(event.id):
+                    raise RelayMisconfigured(_not_ours(self.config.spec.name, event, held))
+                s.window.stored(event.position, held.sequence)
             else:
-                window.sent(event.position, await link.publish(encoder.message(event), stream))
-        self.health.acked = window.settle().position
+                s.window.sent(event.position, await s.link.publish(s.encoder.message(event)))
+        self.health.acked = s.window.settle().position
+
+    async def _drain(self, s: Session) -> None:
+        while len(s.window):
+            await s.window.wait_oldest(self.config.ack_timeout, s.lost)
+            self.health.acked = s.window.settle().position
+
+    async def _save(self, at: Checkpoint) -> None:
+        await relay_state.save(self.store.pool, self.config.spec.name, at)
+
+    async def _end(self, stop: asyncio.Event, s: Session) -> None:
+        """Count what was acknowledged (briefly waiting on a clean stop) and save it."""
+        if stop.is_set() and not s.lost.done():
+            with contextlib.suppress(PublishFailed, TimeoutError):
+                await asyncio.wait_for(self._drain(s), DRAIN_ON_STOP_SECONDS)
+        with contextlib.suppress(PublishFailed):
+            s.window.settle()
+        s.window.abandon()
+        await self._save(s.window.acked)
+        self.health.acked = s.window.acked.position
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, nats.js.errors.APIError):
-        return f"{exc.description} (code {exc.err_code})"
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return "no stream takes this subject (was the stream deleted?)"
-    return f"{type(exc).__name__}: {exc}"
+def _contiguous(stream: str, at: Checkpoint, stored: list[Stored]) -> dict[int, Stored]:
+    """The stored messages past the checkpoint, refusing a stream with a gap in them."""
+    found: dict[int, Stored] = {}
+    expected = at.position + 1
+    for m in stored:
+        if m.position <= at.position or m.position in found:
+            continue  # an older leader's overlap stored twice: counted once
+        if m.position != expected:
+            raise RelayMisconfigured(
+                f"stream {stream} holds event {m.position} right after event {expected - 1}:"
+                f" event {expected} is missing, and publishing it now would put it out of"
+                " order; `batchledger relay reset` to a position before the gap, after"
+                " purging the stream past it"
+            )
+        found[m.position] = m
+        expected += 1
+    return found
+
+
+def _not_ours(stream: str, event: RecordedEvent, held: Stored) -> str:
+    return (
+        f"stream {stream} holds another event at position {event.position} (id {held.msg_id},"
+        f" the log's is {event.id}): the database was restored from an older backup, or"
+        " another database feeds this stream. Purge or recreate the stream and run"
+        " `batchledger relay reset`"
+    )
+
+
+async def _unless(stop: asyncio.Event, step: Awaitable[T]) -> T:
+    """`step`'s result, or Stopped (and `step` cancelled) when `stop` is set first."""
+    doing = asyncio.ensure_future(step)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({doing, stopping}, return_when="FIRST_COMPLETED")
+    finally:
+        stopping.cancel()
+    if not doing.done():
+        doing.cancel()
+        with contextlib.suppress(BaseException):
+            await doing
+        raise Stopped
+    return doing.result()
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+import asyncpg
+import nats.js.errors
+
 from eventstore import EventStore
 from service.adapters import relay_state
 from service.adapters.database import migrate
 from service.adapters.jetstream import Link, RelayMisconfigured, RelayUnavailable, where_of
+from service.adapters.relay_state import Checkpoint
 from service.config import Settings
+from service.entrypoints.relay import relay_lock
 
 
 async def status_command(dsn: str, settings: Settings) -> int:
@@ -32,7 +39,12 @@ async def _stream_line(settings: Settings) -> str:
     where = where_of(settings.nats_url)
     try:
         link = await Link.open(
-            settings.nats_url, creds=settings.nats_creds_file, window=1, wait=5.0, where=where
+            settings.nats_url,
+            creds=settings.nats_creds_file,
+            window=1,
+            wait=5.0,
+            where=where,
+            inbox=settings.nats_inbox_prefix,
         )
     except RelayUnavailable as exc:
         return str(exc)
@@ -50,23 +62,55 @@ async def _stream_line(settings: Settings) -> str:
 
 
 async def reset_command(dsn: str, settings: Settings, to: int) -> int:
-    """Move the checkpoint to `to` (0: publish the whole log again); the stream is read
-    back at start, so events it still holds are not published twice."""
+    """Move the checkpoint to `to`, found in the stream, while no relay runs."""
     await migrate(dsn)
-    store = await EventStore.open(dsn, max_size=2)
+    conn = await asyncpg.connect(dsn)
     try:
-        head = await store.head()
-        if to > head:
-            print(f"position {to} is past the head of the log ({head})")
+        head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+        if not 0 <= to <= head:
+            print(f"--to {to} is outside the log (0..{head})", file=sys.stderr)
             return 2
-        await store.pool.execute(
-            "INSERT INTO relay_checkpoints (stream, position, stream_sequence) VALUES ($1, $2, 0)"
-            " ON CONFLICT (stream) DO UPDATE SET position = $2, stream_sequence = 0,"
-            " updated_at = now()",
-            settings.nats_stream,
-            to,
-        )
+        # Holding the relay's lock keeps a leader from starting meanwhile, and a running
+        # leader would save its own position over the reset.
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1)", relay_lock(settings.nats_stream)
+        ):
+            print(
+                f"a relay is running for {settings.nats_stream}: stop it first (stop serve,"
+                " or run it with --no-relay), then reset",
+                file=sys.stderr,
+            )
+            return 1
+        sequence = 0 if to == 0 else await _sequence_of(settings, to)
+        await relay_state.reset(conn, settings.nats_stream, Checkpoint(to, sequence))
+    except RelayUnavailable as exc:
+        print(f"{exc}; the reset needs the stream to find position {to} in it", file=sys.stderr)
+        return 1
     finally:
-        await store.close()
-    print(f"relay checkpoint of {settings.nats_stream} set to {to}; the leader resumes from it")
+        await conn.close()
+    print(
+        f"relay checkpoint of {settings.nats_stream} set to position {to} (JetStream sequence"
+        f" {sequence}); the next leader publishes from there"
+    )
     return 0
+
+
+async def _sequence_of(settings: Settings, position: int) -> int:
+    """The stream sequence of the last message at or before `position` (0: none there)."""
+    if settings.nats_url is None:
+        raise RelayUnavailable("NATS_URL is not set")
+    where = where_of(settings.nats_url)
+    link = await Link.open(
+        settings.nats_url,
+        creds=settings.nats_creds_file,
+        window=1,
+        wait=5.0,
+        where=where,
+        inbox=settings.nats_inbox_prefix,
+    )
+    try:
+        return await link.sequence_of(settings.nats_stream, position)
+    except nats.js.errors.NotFoundError:
+        return 0  # no stream yet: it is created, and filled from `position`, at start
+    finally:
+        await link.close()

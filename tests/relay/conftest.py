@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.js.errors
 import pytest
@@ -74,10 +75,10 @@ async def start_relay() -> AsyncIterator[Callable[..., object]]:
     """Start relays (stopped after the test): store, url, spec, and RelayConfig fields."""
     running: list[Running] = []
 
-    async def start(store: EventStore, url: str, spec: StreamSpec, **options: object) -> Running:
+    async def start(store: EventStore, url: str, spec: StreamSpec, **options: Any) -> Running:
         options.setdefault("retry_seconds", 0.2)
         options.setdefault("ack_timeout", 3.0)
-        relay = Relay(store, RelayConfig(url, None, spec, **options))  # type: ignore[arg-type]
+        relay = Relay(store, RelayConfig(url, None, spec, **options))
         stop = asyncio.Event()
         r = Running(relay, stop, asyncio.ensure_future(relay.run(stop)))
         running.append(r)

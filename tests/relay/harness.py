@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -37,7 +38,7 @@ def unique_spec(**changes: object) -> StreamSpec:
     return msgspec.structs.replace(spec, **changes) if changes else spec
 
 
-async def connect(url: str, **options: object) -> Client:
+async def connect(url: str, **options: Any) -> Client:
     """A plain nats-py client (an integrator's)."""
     nc = Client()
     await nc.connect(servers=[url], allow_reconnect=False, connect_timeout=3, **options)

@@ -19,24 +19,32 @@ from tests.relay.test_relay import history, relayed_to
 
 # What docs/integrations.md tells an operator to grant: the relay publishes its subjects
 # and manages its stream; a company's integrator creates, reads and acks only a consumer
-# named after it, filtered to its company's subjects.
+# named after it, filtered to its company's subjects, and receives on its own inbox
+# prefix (a shared _INBOX.> would show it every other user's replies and deliveries).
 ACCOUNTS = """
 accounts {{
   LIVEDASH {{
     jetstream: enabled
     users: [
       {{user: relay, password: relay, permissions: {{
-        publish: ["{prefix}.>", "$JS.API.>"], subscribe: ["_INBOX.>"]}}}}
+        publish: ["{prefix}.>", "$JS.API.>"], subscribe: ["_INBOX_relay.>"]}}}}
       {{user: acme, password: acme, permissions: {{
         publish: [
           "$JS.API.CONSUMER.CREATE.{stream}.acme.{prefix}.acme.>",
           "$JS.API.CONSUMER.INFO.{stream}.acme",
           "$JS.API.CONSUMER.MSG.NEXT.{stream}.acme",
           "$JS.ACK.{stream}.acme.>"
-        ], subscribe: ["_INBOX.>"]}}}}
+        ], subscribe: ["_INBOX_acme.>"]}}}}
+      {{user: globex, password: globex, permissions: {{
+        publish: [
+          "$JS.API.CONSUMER.CREATE.{stream}.globex.{prefix}.glo%2Ebex.>",
+          "$JS.API.CONSUMER.INFO.{stream}.globex",
+          "$JS.API.CONSUMER.MSG.NEXT.{stream}.globex",
+          "$JS.ACK.{stream}.globex.>"
+        ], subscribe: ["_INBOX_globex.>"]}}}}
       {{user: admin, password: admin}}
       {{user: mute, password: mute, permissions: {{
-        publish: ["{prefix}.>"], subscribe: ["_INBOX.>"]}}}}
+        publish: ["{prefix}.>"], subscribe: ["_INBOX_relay.>"]}}}}
     ]
   }}
 }}
@@ -59,10 +67,10 @@ async def test_a_company_scoped_consumer_sees_only_its_companys_subjects(
     spec = unique_spec()
     with nats_server(tmp_path, accounts(spec)) as server:
         head = await history(store, 100)
-        await start_relay(store, as_user(server.url, "relay"), spec)
+        await start_relay(store, as_user(server.url, "relay"), spec, inbox="_INBOX_relay")
         await relayed_to(store, spec, head)
         acme_events = [e.position for e in await store.read_all(0, head) if e.scope == "acme"]
-        nc = await connect(server.url, user="acme", password="acme")
+        nc = await connect(server.url, user="acme", password="acme", inbox_prefix="_INBOX_acme")
         try:
             js = nc.jetstream(timeout=2)
             await durable(js, spec.name, "acme", f"{spec.prefix}.acme.>")
@@ -86,13 +94,37 @@ async def test_a_company_scoped_consumer_sees_only_its_companys_subjects(
             await durable(admin.jetstream(), spec.name, "globex", f"{spec.prefix}.glo%2Ebex.>")
         finally:
             await admin.close()
-        nc = await connect(server.url, user="acme", password="acme")
+        nc = await connect(server.url, user="acme", password="acme", inbox_prefix="_INBOX_acme")
         try:
             sub = await nc.jetstream(timeout=2).pull_subscribe_bind("globex", stream=spec.name)
             with pytest.raises(nats.errors.TimeoutError):
                 await sub.fetch(1, timeout=1)
         finally:
             await nc.close()
+        await _inboxes_are_private(server.url, spec)
+
+
+async def _inboxes_are_private(url: str, spec: StreamSpec) -> None:
+    """acme listening on every inbox sees nothing of what globex fetches."""
+    spy = await connect(url, user="acme", password="acme", inbox_prefix="_INBOX_acme")
+    seen: list[str] = []
+
+    async def note(msg: Any) -> None:
+        seen.append(msg.subject)
+
+    for subject in ("_INBOX.>", "_INBOX_globex.>", "_INBOX_relay.>"):
+        await spy.subscribe(subject, cb=note)
+    await spy.flush()
+    globex = await connect(url, user="globex", password="globex", inbox_prefix="_INBOX_globex")
+    try:
+        got = await drain(globex.jetstream(timeout=2), spec.name, "globex", 50, seconds=10)
+        assert len(got.positions) == 50  # globex still gets its own company's events
+        assert all(s.startswith(f"{spec.prefix}.glo%2Ebex.") for s in got.subjects)
+        await asyncio.sleep(0.3)
+        assert seen == []
+    finally:
+        await globex.close()
+        await spy.close()
 
 
 async def test_jetstream_off_is_a_clear_error_and_the_relay_keeps_trying(
@@ -115,7 +147,9 @@ async def test_a_relay_user_without_permissions_gets_a_clear_error(
     spec = unique_spec()
     with nats_server(tmp_path, accounts(spec)) as server:
         await history(store, 5)
-        running = await start_relay(store, as_user(server.url, "mute"), spec, ack_timeout=1.0)
+        running = await start_relay(
+            store, as_user(server.url, "mute"), spec, ack_timeout=1.0, inbox="_INBOX_relay"
+        )
         async with asyncio.timeout(20):
             while running.relay.health.nats != "refused":
                 await asyncio.sleep(0.05)

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -99,13 +100,13 @@ async def test_serve_answers_while_nats_is_down_and_reports_the_relay(
     assert head > 0
 
 
-async def _ready(http: aiohttp.ClientSession, port: int) -> dict[str, object]:
+async def _ready(http: aiohttp.ClientSession, port: int) -> dict[str, Any]:
     """/readyz once the relay has tried NATS."""
     async with asyncio.timeout(30):
         while True:
             try:
                 async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    body: dict[str, object] = await r.json()
+                    body: dict[str, Any] = await r.json()
                     checks = body.get("checks", {})
                     if isinstance(checks, dict) and "unreachable" in str(checks.get("relay")):
                         return body
@@ -117,11 +118,60 @@ async def _ready(http: aiohttp.ClientSession, port: int) -> dict[str, object]:
 async def test_serve_without_nats_url_says_the_relay_is_off(db_dsn: str, spec: StreamSpec) -> None:
     env = relay_env(db_dsn, "", spec, PORT=str(free_port()))
     proc = await serve(env, "--no-schedulers")
-    await asyncio.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = await proc.communicate()
-    assert '"relay.disabled"' in err.decode()
-    assert "NATS_URL is not set" in err.decode()
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("relay.disabled" in ln for ln in lines):
+                line = await proc.stderr.readline()
+                assert line, "serve ended before saying anything of the relay"
+                lines.append(line.decode())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
+    said = next(ln for ln in lines if "relay.disabled" in ln)
+    assert "NATS_URL is not set" in said
+
+
+async def test_two_serve_instances_race_for_the_relay_and_a_killed_leader_is_replaced(
+    store: EventStore, db_dsn: str, nats_address: str, spec: StreamSpec
+) -> None:
+    head = await history(store, 8000)
+    env = relay_env(db_dsn, nats_address, spec, RELAY_WINDOW="128", LOG_LEVEL="WARNING")
+    procs = [await serve(env, "--no-api", "--no-schedulers") for _ in range(2)]
+    try:
+        async with asyncio.timeout(30):
+            while (await relay_state.load(store.pool, spec.name)).position == 0:
+                await asyncio.sleep(0.01)
+        leader = await _relay_leader_pid(store)
+        assert leader in {p.pid for p in procs}
+        os.kill(leader, signal.SIGKILL)
+        killed_at = (await relay_state.load(store.pool, spec.name)).position
+        assert killed_at < head, "the leader finished before it was killed"
+        head = await history(store, 100, tag="after")
+        await relayed_to(store, spec, head)
+        survivor = next(p for p in procs if p.pid != leader)
+        assert await _relay_leader_pid(store) == survivor.pid
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+            await p.communicate()
+    assert_exactly_once_in_order(await consume(nats_address, spec, head), head)
+
+
+async def _relay_leader_pid(store: EventStore) -> int:
+    """The process holding the relay's lock, by its connection's application_name."""
+    async with asyncio.timeout(30):
+        while True:
+            name = await store.pool.fetchval(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE l.locktype = 'advisory' AND l.granted"
+                " AND a.application_name LIKE 'batchledger-relay:%'"
+            )
+            if name:
+                return int(name.split(":")[1])
+            await asyncio.sleep(0.05)
 
 
 async def test_relay_status_shows_the_checkpoint_against_the_head_and_the_stream(

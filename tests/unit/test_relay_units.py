@@ -20,7 +20,7 @@ from service.adapters.jetstream import (
     where_of,
 )
 from service.adapters.relay_state import Checkpoint
-from service.entrypoints.relay import AckWindow, PublishFailed
+from service.entrypoints.relay_window import AckWindow, PublishFailed
 from service.feed import event_item
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
@@ -68,7 +68,7 @@ def test_subjects_follow_prefix_company_category_type() -> None:
 
 def test_a_message_carries_the_event_as_the_feed_serves_it() -> None:
     e = recorded(7)
-    m = Encoder("bl", 1_048_576).message(e)
+    m = Encoder("bl", 1_048_576, "S").message(e)
     assert m.payload == msgspec.json.encode(event_item(e))
     assert m.headers["Nats-Msg-Id"] == str(e.id)
     assert m.headers["Batchledger-Position"] == "7"
@@ -79,13 +79,24 @@ def test_a_message_carries_the_event_as_the_feed_serves_it() -> None:
 def test_an_event_too_large_for_nats_goes_without_its_data_and_says_so() -> None:
     big = '{"transcript":"' + "x" * 10_000 + '"}'
     e = recorded(8, data=big)
-    m = Encoder("bl", 8192).message(e)
+    m = Encoder("bl", 8192, "S").message(e)
     assert len(m.payload) < 8192
     body = msgspec.json.decode(m.payload)
     assert body["data"] is None
     assert body["position"] == 8
     assert body["id"] == str(e.id)
     assert m.headers[DATA_OMITTED] == str(len(big))
+
+
+def test_each_message_names_its_predecessor_so_jetstream_refuses_a_gap() -> None:
+    encoder = Encoder("bl", 1_048_576, "S")
+    encoder.expect(41)
+    first, second, third = (encoder.message(recorded(p)) for p in (5, 6, 7))
+    assert first.headers["Nats-Expected-Last-Sequence"] == "41"
+    assert "Nats-Expected-Last-Msg-Id" not in first.headers
+    assert second.headers["Nats-Expected-Last-Msg-Id"] == first.headers["Nats-Msg-Id"]
+    assert third.headers["Nats-Expected-Last-Msg-Id"] == second.headers["Nats-Msg-Id"]
+    assert {m.headers["Nats-Expected-Stream"] for m in (first, second, third)} == {"S"}
 
 
 def test_where_of_never_shows_credentials() -> None:

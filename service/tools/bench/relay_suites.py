@@ -63,8 +63,7 @@ async def _baseline(messages: list[Message], spec: StreamSpec) -> float:
         await js.add_stream(spec.config())
         started = time.perf_counter()
         acks = [
-            await js.publish_async(m.subject, m.payload, headers=dict(m.headers), stream=spec.name)
-            for m in messages
+            await js.publish_async(m.subject, m.payload, headers=dict(m.headers)) for m in messages
         ]
         await js.publish_async_completed()
         elapsed = time.perf_counter() - started
@@ -139,7 +138,10 @@ async def relay_throughput(b: Bench) -> list[Result]:
         events += page
         after = page[-1].position
     base_spec = _spec("base")
-    messages = [Encoder(base_spec.prefix, 1_048_576).message(e) for e in events]
+    # As the relay sends them into a new stream: each names its predecessor.
+    encoder = Encoder(base_spec.prefix, 1_048_576, base_spec.name)
+    encoder.expect(0)
+    messages = [encoder.message(e) for e in events]
     del events
     base_rates, relay_rates = [], []
     for turn in range(2):
