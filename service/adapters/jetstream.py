@@ -191,11 +191,14 @@ class Link:
     ) -> Link:
         """Connect once (the relay, not nats-py, decides when to try again)."""
         link: Link | None = None
-
+        servers = [u.strip() for u in url.split(",")]
         failures: list[Exception] = []
+        tried_all = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
             failures.append(exc)  # nats-py reports connection failures here, not by raising
+            if link is None and len(failures) >= len(servers):
+                tried_all.set()
             if link is not None and "permissions violation" in str(exc).lower():
                 link.refusals.append(str(exc).strip())
 
@@ -204,33 +207,37 @@ class Link:
                 link.lost.set()
 
         nc = Client()
-        try:
-            # nats-py retries a refused first connection forever, whatever its options say:
-            # the whole attempt is bounded here instead.
-            await asyncio.wait_for(
-                nc.connect(
-                    servers=[u.strip() for u in url.split(",")],
-                    name="batchledger-relay",
-                    allow_reconnect=False,
-                    connect_timeout=max(1, round(wait)),
-                    max_reconnect_attempts=0,
-                    user_credentials=creds,
-                    inbox_prefix=inbox,
-                    error_cb=on_error,
-                    closed_cb=on_closed,
-                    disconnected_cb=on_closed,
-                ),
-                wait,
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers=servers,
+                name="batchledger-relay",
+                allow_reconnect=False,
+                connect_timeout=max(1, round(wait)),
+                max_reconnect_attempts=0,
+                user_credentials=creds,
+                inbox_prefix=inbox,
+                error_cb=on_error,
+                closed_cb=on_closed,
+                disconnected_cb=on_closed,
             )
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
+        )
+        # nats-py retries a refused first connection forever, whatever its options say: the
+        # attempt ends when every server failed once, or after `wait`.
+        giving_up = asyncio.ensure_future(tried_all.wait())
+        await asyncio.wait({connecting, giving_up}, timeout=wait, return_when="FIRST_COMPLETED")
+        giving_up.cancel()
+        if not connecting.done() or connecting.exception() is not None:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 2.0)
-            cause = failures[-1] if failures else exc
+            cause = failures[-1] if failures else TimeoutError(f"no answer within {wait:g}s")
             if "authorization violation" in str(cause).lower():
                 raise RelayMisconfigured(
                     f"NATS at {where} refuses the relay's credentials: {describe(cause)}"
-                ) from None
-            raise RelayUnavailable(f"NATS at {where} is unreachable: {describe(cause)}") from None
+                )
+            raise RelayUnavailable(f"NATS at {where} is unreachable: {describe(cause)}")
         link = cls(nc, nc.jetstream(timeout=wait, publish_async_max_pending=window), where)
         return link
 

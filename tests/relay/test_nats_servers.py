@@ -72,7 +72,7 @@ async def test_a_company_scoped_consumer_sees_only_its_companys_subjects(
         acme_events = [e.position for e in await store.read_all(0, head) if e.scope == "acme"]
         nc = await connect(server.url, user="acme", password="acme", inbox_prefix="_INBOX_acme")
         try:
-            js = nc.jetstream(timeout=2)
+            js = nc.jetstream(timeout=1)
             await durable(js, spec.name, "acme", f"{spec.prefix}.acme.>")
             got = await drain(js, spec.name, "acme", len(acme_events))
             assert got.positions == acme_events
@@ -96,7 +96,7 @@ async def test_a_company_scoped_consumer_sees_only_its_companys_subjects(
             await admin.close()
         nc = await connect(server.url, user="acme", password="acme", inbox_prefix="_INBOX_acme")
         try:
-            sub = await nc.jetstream(timeout=2).pull_subscribe_bind("globex", stream=spec.name)
+            sub = await nc.jetstream(timeout=1).pull_subscribe_bind("globex", stream=spec.name)
             with pytest.raises(nats.errors.TimeoutError):
                 await sub.fetch(1, timeout=1)
         finally:
