@@ -281,4 +281,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except ValueError as exc:
             shown = "***" if name in _SECRETS else repr(raw)
             raise ConfigError(f"{name}={shown} is invalid: {exc}") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    age, window = settings.nats_stream_max_age_seconds, settings.nats_duplicate_window_seconds
+    if age and window > age:  # JetStream refuses such a stream
+        raise ConfigError(
+            f"NATS_DUPLICATE_WINDOW_SECONDS={window} is invalid: it must not exceed"
+            f" NATS_STREAM_MAX_AGE_SECONDS={age}"
+        )
+    return settings

@@ -111,7 +111,8 @@ def _relay_families(
         yield g
     c = CounterMetricFamily(
         "batchledger_relay_publish_errors",
-        "Publishes this process's relay saw fail, by reason (timeout, rejected, connection).",
+        "Publishes this process's relay saw fail, by reason (timeout, connection, no_stream,"
+        " rejected, duplicate).",
         labels=["stream", "reason"],
     )
     for reason, n in health.publish_errors.items():

@@ -74,8 +74,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
 
 class Encoder:
-    """Turns recorded events, in log order, into messages that each name their predecessor;
-    the body is the event as `/events` serves it."""
+    """Turns recorded events, in log order, into messages that each name their predecessor."""
 
     def __init__(self, prefix: str, max_payload: int, stream: str) -> None:
         self.prefix, self.stream = prefix, stream
@@ -86,8 +85,7 @@ class Encoder:
         self._after_sequence: int | None = None
 
     def expect(self, sequence: int) -> None:
-        """The next message must follow stream sequence `sequence`: a session's first, after
-        the messages found in the stream, names the stream's last sequence."""
+        """The next message (a session's first) must follow stream sequence `sequence`."""
         self._previous, self._after_sequence = None, sequence
 
     def message(self, e: RecordedEvent) -> Message:
@@ -137,6 +135,14 @@ class Stored(msgspec.Struct, frozen=True, gc=False):
     position: int
     msg_id: str
     sequence: int
+
+
+class Tail(msgspec.Struct, frozen=True):
+    """The stream past a sequence: its first and last sequence, and the relay's messages."""
+
+    first_seq: int
+    last_seq: int
+    messages: list[Stored]
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,7 +218,9 @@ class Link:
                 servers=servers,
                 name="batchledger-relay",
                 allow_reconnect=False,
-                connect_timeout=max(1, round(wait)),
+                # Each server gets its share: one that drops packets must not use up
+                # the whole attempt before the next is tried.
+                connect_timeout=max(1, round(wait / len(servers))),
                 max_reconnect_attempts=0,
                 user_credentials=creds,
                 inbox_prefix=inbox,
@@ -224,14 +232,15 @@ class Link:
         # nats-py retries a refused first connection forever, whatever its options say: the
         # attempt ends when every server failed once, or after `wait`.
         giving_up = asyncio.ensure_future(tried_all.wait())
-        await asyncio.wait({connecting, giving_up}, timeout=wait, return_when="FIRST_COMPLETED")
-        giving_up.cancel()
+        try:
+            await asyncio.wait({connecting, giving_up}, timeout=wait, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:  # serve is stopping: leave no nats-py task behind
+            await _abandon(nc, connecting)
+            raise
+        finally:
+            giving_up.cancel()
         if not connecting.done() or connecting.exception() is not None:
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 2.0)
+            await _abandon(nc, connecting)
             cause = failures[-1] if failures else TimeoutError(f"no answer within {wait:g}s")
             if "authorization violation" in str(cause).lower():
                 raise RelayMisconfigured(
@@ -273,7 +282,7 @@ class Link:
         """Send one message; the future resolves with JetStream's acknowledgement."""
         return await self.js.publish_async(m.subject, m.payload, headers=m.headers)
 
-    async def stored_after(self, stream: str, after_sequence: int, limit: int) -> list[Stored]:
+    async def tail(self, stream: str, after_sequence: int, limit: int) -> Tail:
         """The relay's messages the stream holds after a sequence, in sequence order."""
         info = await self.js.stream_info(stream)
         first, last = max(after_sequence + 1, info.state.first_seq), info.state.last_seq
@@ -288,13 +297,43 @@ class Link:
             chunk = range(start, min(start + 256, last + 1))
             msgs = await asyncio.gather(*(self._get(stream, seq) for seq in chunk))
             found += [m for m in msgs if m is not None]
-        return found
+        return Tail(info.state.first_seq, last, found)
+
+    async def resume_sequence(self, stream: str, position: int) -> int:
+        """The stream sequence a relay reset to `position` resumes after."""
+        # What the stream holds past it is then found at start and not sent twice. Events
+        # after `position` gone from the stream while later ones remain are refused:
+        # publishing them now would put them after the later ones.
+        held = await self.sequence_of(stream, position)
+        if held:
+            return held
+        info = await self.js.stream_info(stream)
+        first = None
+        if info.state.messages:
+            first = await self._first_position(stream, info.state.first_seq, info.state.last_seq)
+        if first is None:  # an empty stream (purged, or aged out): everything goes again
+            return int(info.state.last_seq)
+        if first == position + 1:
+            return int(info.state.first_seq) - 1
+        raise RelayMisconfigured(
+            f"stream {stream} starts at event {first}: events {position + 1} to {first - 1}"
+            f" are no longer in it (aged out or purged). Reset to {first - 1} or later, or"
+            " delete the stream to publish the log again from an earlier position"
+        )
+
+    async def _first_position(self, stream: str, first: int, last: int) -> int | None:
+        for sequence in range(first, last + 1):
+            if (m := await self._get(stream, sequence)) is not None:
+                return m.position
+        return None
 
     async def sequence_of(self, stream: str, position: int) -> int:
-        """The sequence of the last message at or before log position `position` (0: none);
-        a binary search, since positions rise with sequences in the relay's stream."""
+        """The sequence of the last message at or before log position `position` (0: none)."""
+        # A binary search: positions rise with sequences in the relay's stream.
         info = await self.js.stream_info(stream)
-        lo, hi, best = info.state.first_seq, info.state.last_seq, 0
+        if not info.state.messages:
+            return 0
+        lo, hi, best = max(info.state.first_seq, 1), info.state.last_seq, 0
         while lo <= hi:
             mid = (lo + hi) // 2
             probe = mid
@@ -344,6 +383,15 @@ class Link:
         # Closing a dead connection can fail in many ways; it is gone either way.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 2.0)
+
+
+async def _abandon(nc: Client, connecting: asyncio.Future[None]) -> None:
+    """Stop a connection attempt and close what it opened."""
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 2.0)
 
 
 def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:

@@ -24,11 +24,12 @@ from service.adapters.jetstream import (
     RelayUnavailable,
     Stored,
     StreamSpec,
+    Tail,
     where_of,
 )
 from service.adapters.relay_state import Checkpoint
 from service.config import Settings
-from service.entrypoints.relay_window import AckWindow, PublishFailed
+from service.entrypoints.relay_window import AckWindow, PublishFailed, Stopped
 from service.logs import get_logger
 from service.relay_health import RelayHealth
 
@@ -40,10 +41,6 @@ DRAIN_ON_STOP_SECONDS = 1.0  # acknowledgements in flight still counted when ser
 PAGE_SIZE = 1000  # events a page; a queued request holds its transcript
 # Messages read back from the stream at start; more than a window and a flush leave.
 RECONCILE_LIMIT = 100_000
-
-
-class Stopped(Exception):
-    """`stop` was set while the relay waited on NATS."""
 
 
 def relay_lock(stream: str) -> int:
@@ -95,6 +92,7 @@ class Session:
 
     link: Link
     lost: asyncio.Future[Any]
+    stopping: asyncio.Future[Any]
     window: AckWindow
     encoder: Encoder
     stored: dict[int, Stored]  # messages past the checkpoint the stream holds already
@@ -154,7 +152,8 @@ class Relay:
             except RelayMisconfigured as exc:
                 self._trouble("refused", exc, delay)
             except PublishFailed as exc:
-                self._trouble("refused" if exc.reason == "rejected" else "unreachable", exc, delay)
+                refused = exc.reason in ("rejected", "duplicate")
+                self._trouble("refused" if refused else "unreachable", exc, delay)
             except (RelayUnavailable, nats.errors.Error, OSError) as exc:
                 self._trouble("unreachable", exc, delay)
             if stop.is_set():
@@ -187,11 +186,12 @@ class Relay:
             ),
         )
         lost = asyncio.ensure_future(link.lost.wait())
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             await _unless(stop, link.ensure_stream(c.spec))
             self.health.nats, self.health.error = "connected", None
             self.sessions += 1
-            s = await _unless(stop, self._start(link, lost))
+            s = await _unless(stop, self._start(link, lost, stopping))
             try:
                 await self._follow(stop, leader, s)
             except PublishFailed as exc:  # unanswered because the server refused the subject?
@@ -200,27 +200,30 @@ class Relay:
                 await self._end(stop, s)
         finally:
             lost.cancel()
+            stopping.cancel()
             await link.close()
 
-    async def _start(self, link: Link, lost: asyncio.Future[Any]) -> Session:
+    async def _start(
+        self, link: Link, lost: asyncio.Future[Any], stopping: asyncio.Future[Any]
+    ) -> Session:
         """The checkpoint, and what the stream holds past it (stored before a crash)."""
         name = self.config.spec.name
         at = await relay_state.load(self.store.pool, name)
-        info = await link.js.stream_info(name)
-        if info.state.last_seq < at.stream_sequence:
+        tail = await link.tail(name, at.stream_sequence, RECONCILE_LIMIT)
+        if tail.last_seq < at.stream_sequence:
             raise RelayMisconfigured(
-                f"stream {name} ends at sequence {info.state.last_seq}, before the checkpoint's"
+                f"stream {name} ends at sequence {tail.last_seq}, before the checkpoint's"
                 f" {at.stream_sequence} (event {at.position}): it was deleted or recreated."
                 " Publishing on would leave events out; `batchledger relay reset --to 0`"
                 " publishes the whole log into it again, in order"
             )
-        stored = await link.stored_after(name, at.stream_sequence, RECONCILE_LIMIT)
-        found = _contiguous(name, at, stored)
+        found = _contiguous(name, at, tail)
         if found:
             self.log.info("relay.found_unrecorded", checkpoint=at.position, messages=len(found))
         encoder = Encoder(self.config.spec.prefix, link.max_payload, name)
-        encoder.expect(info.state.last_seq)
-        return Session(link, lost, AckWindow(at, self.config.window), encoder, found)
+        encoder.expect(tail.last_seq)
+        window = AckWindow(at, self.config.window, floor=tail.last_seq)
+        return Session(link, lost, stopping, window, encoder, found)
 
     async def _follow(self, stop: asyncio.Event, leader: asyncpg.Connection, s: Session) -> None:
         loop = asyncio.get_running_loop()
@@ -261,19 +264,20 @@ class Relay:
         timeout = self.config.ack_timeout
         for event in page:
             while s.window.full:
-                await s.window.wait_oldest(timeout, s.lost)
+                await s.window.wait_oldest(timeout, s.lost, s.stopping)
                 s.window.settle()
             if s.stored and (held := s.stored.pop(event.position, None)) is not None:
-                if held.msg_id != str(event.id):
+                if held.msg_id and held.msg_id != str(event.id):
                     raise RelayMisconfigured(_not_ours(self.config.spec.name, event, held))
                 s.window.stored(event.position, held.sequence)
             else:
                 s.window.sent(event.position, await s.link.publish(s.encoder.message(event)))
         self.health.acked = s.window.settle().position
 
-    async def _drain(self, s: Session) -> None:
+    async def _drain(self, s: Session, *, stoppable: bool = True) -> None:
         while len(s.window):
-            await s.window.wait_oldest(self.config.ack_timeout, s.lost)
+            stopping = s.stopping if stoppable else None
+            await s.window.wait_oldest(self.config.ack_timeout, s.lost, stopping)
             self.health.acked = s.window.settle().position
 
     async def _save(self, at: Checkpoint) -> None:
@@ -283,7 +287,7 @@ class Relay:
         """Count what was acknowledged (briefly waiting on a clean stop) and save it."""
         if stop.is_set() and not s.lost.done():
             with contextlib.suppress(PublishFailed, TimeoutError):
-                await asyncio.wait_for(self._drain(s), DRAIN_ON_STOP_SECONDS)
+                await asyncio.wait_for(self._drain(s, stoppable=False), DRAIN_ON_STOP_SECONDS)
         with contextlib.suppress(PublishFailed):
             s.window.settle()
         s.window.abandon()
@@ -291,19 +295,22 @@ class Relay:
         self.health.acked = s.window.acked.position
 
 
-def _contiguous(stream: str, at: Checkpoint, stored: list[Stored]) -> dict[int, Stored]:
-    """The stored messages past the checkpoint, refusing a stream with a gap in them."""
+def _contiguous(stream: str, at: Checkpoint, tail: Tail) -> dict[int, Stored]:
+    """The messages stored past the checkpoint, by position; a gap in them is refused."""
     found: dict[int, Stored] = {}
-    expected = at.position + 1
-    for m in stored:
-        if m.position <= at.position or m.position in found:
+    # Messages past the checkpoint that the stream's limits removed since were stored (no
+    # message follows one JetStream did not store): they are not sent again.
+    for offset in range(1, max(tail.first_seq - 1 - at.stream_sequence, 0) + 1):
+        found[at.position + offset] = Stored(at.position + offset, "", at.stream_sequence + offset)
+    expected = at.position + len(found) + 1
+    for m in tail.messages:
+        if m.position < expected:
             continue  # an older leader's overlap stored twice: counted once
         if m.position != expected:
             raise RelayMisconfigured(
                 f"stream {stream} holds event {m.position} right after event {expected - 1}:"
                 f" event {expected} is missing, and publishing it now would put it out of"
-                " order; `batchledger relay reset` to a position before the gap, after"
-                " purging the stream past it"
+                " order; delete the stream and `batchledger relay reset`"
             )
         found[m.position] = m
         expected += 1
@@ -314,7 +321,7 @@ def _not_ours(stream: str, event: RecordedEvent, held: Stored) -> str:
     return (
         f"stream {stream} holds another event at position {event.position} (id {held.msg_id},"
         f" the log's is {event.id}): the database was restored from an older backup, or"
-        " another database feeds this stream. Purge or recreate the stream and run"
+        " another database feeds this stream. Delete the stream and run"
         " `batchledger relay reset`"
     )
 

@@ -81,10 +81,13 @@ async def reset_command(dsn: str, settings: Settings, to: int) -> int:
                 file=sys.stderr,
             )
             return 1
-        sequence = 0 if to == 0 else await _sequence_of(settings, to)
+        sequence = await _sequence_of(settings, to)
         await relay_state.reset(conn, settings.nats_stream, Checkpoint(to, sequence))
     except RelayUnavailable as exc:
         print(f"{exc}; the reset needs the stream to find position {to} in it", file=sys.stderr)
+        return 1
+    except RelayMisconfigured as exc:
+        print(f"not reset: {exc}", file=sys.stderr)
         return 1
     finally:
         await conn.close()
@@ -98,6 +101,8 @@ async def reset_command(dsn: str, settings: Settings, to: int) -> int:
 async def _sequence_of(settings: Settings, position: int) -> int:
     """The stream sequence of the last message at or before `position` (0: none there)."""
     if settings.nats_url is None:
+        if position == 0:
+            return 0  # from the start, into whatever stream the relay finds
         raise RelayUnavailable("NATS_URL is not set")
     where = where_of(settings.nats_url)
     link = await Link.open(
@@ -109,7 +114,7 @@ async def _sequence_of(settings: Settings, position: int) -> int:
         inbox=settings.nats_inbox_prefix,
     )
     try:
-        return await link.sequence_of(settings.nats_stream, position)
+        return await link.resume_sequence(settings.nats_stream, position)
     except nats.js.errors.NotFoundError:
         return 0  # no stream yet: it is created, and filled from `position`, at start
     finally:

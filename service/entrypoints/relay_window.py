@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import nats.js.errors
 from nats.js import api
 
 from service.adapters.jetstream import describe
@@ -20,13 +21,20 @@ class PublishFailed(Exception):
         self.position, self.reason = position, reason
 
 
-class AckWindow:
-    """Messages sent and not yet settled, oldest first; `acked` ends the contiguous prefix
-    JetStream stored, the only position the checkpoint may move to."""
+class Stopped(Exception):
+    """`stop` was set while the relay waited on NATS."""
 
-    def __init__(self, at: Checkpoint, size: int) -> None:
+
+class AckWindow:
+    """Messages sent and not yet settled, oldest first; `acked` ends the stored prefix."""
+
+    def __init__(self, at: Checkpoint, size: int, floor: int = 0) -> None:
         self.acked = at
         self.size = size
+        # The stream's last sequence when the session began: a message sent since that
+        # JetStream calls a duplicate of a sequence up to here is one it remembers from
+        # before a purge, not one it holds (those were found at start and not sent).
+        self.floor = floor
         self._pending: deque[tuple[int, asyncio.Future[api.PubAck] | int]] = deque()
 
     def __len__(self) -> int:
@@ -54,22 +62,39 @@ class AckWindow:
             elif not ack.done():
                 break
             elif (exc := ack.exception()) is not None:
-                raise PublishFailed(position, "rejected", describe(exc))
+                raise PublishFailed(position, _reason(exc), describe(exc))
             else:
-                sequence = ack.result().seq
+                sequence = self._stored_sequence(position, ack.result())
             self._pending.popleft()
             self.acked = Checkpoint(position, sequence)
         return self.acked
 
-    async def wait_oldest(self, within: float, lost: asyncio.Future[Any]) -> None:
-        """Wait until the oldest message is settled; PublishFailed if it is not in time."""
+    def _stored_sequence(self, position: int, ack: api.PubAck) -> int:
+        if ack.duplicate and ack.seq <= self.floor:
+            raise PublishFailed(
+                position,
+                "duplicate",
+                f"JetStream took it for a duplicate of sequence {ack.seq}, which the stream no"
+                " longer holds (purged within NATS_DUPLICATE_WINDOW_SECONDS): wait that long,"
+                " or delete the stream instead of purging it, then `batchledger relay reset`",
+            )
+        return ack.seq
+
+    async def wait_oldest(
+        self, within: float, lost: asyncio.Future[Any], stopping: asyncio.Future[Any] | None
+    ) -> None:
+        """Wait for the oldest message's acknowledgement: PublishFailed late, Stopped on stop."""
         position, ack = self._pending[0]
         if isinstance(ack, int) or ack.done():
             return
-        done, _ = await asyncio.wait({ack, lost}, timeout=within, return_when="FIRST_COMPLETED")
-        if ack not in done:
-            reason = "connection" if lost.done() else "timeout"
-            raise PublishFailed(position, reason, f"no acknowledgement within {within:g}s")
+        waits = {ack, lost} if stopping is None else {ack, lost, stopping}
+        done, _ = await asyncio.wait(waits, timeout=within, return_when="FIRST_COMPLETED")
+        if ack in done:
+            return
+        if stopping is not None and stopping in done:
+            raise Stopped
+        reason = "connection" if lost.done() else "timeout"
+        raise PublishFailed(position, reason, f"no acknowledgement within {within:g}s")
 
     def abandon(self) -> None:
         """Forget what is in flight (it is sent again from the checkpoint)."""
@@ -77,3 +102,10 @@ class AckWindow:
             if not isinstance(ack, int):
                 ack.cancel()
         self._pending.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    # No responder is a stream between leaders (or gone): wait and retry, not a refusal.
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return "no_stream"
+    return "rejected"

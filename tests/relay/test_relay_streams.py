@@ -4,11 +4,16 @@ deleted stream, a reset, and pages slower to read than a flush."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 
 from eventstore import EventStore
@@ -17,7 +22,7 @@ from service.adapters.jetstream import POSITION, Encoder, StreamSpec
 from service.adapters.relay_state import Checkpoint
 from service.entrypoints import relay as relay_module
 from tests.relay.conftest import Running
-from tests.relay.harness import connect
+from tests.relay.harness import connect, free_port, nats_server, unique_spec
 from tests.relay.test_relay import (
     assert_exactly_once_in_order,
     consume,
@@ -191,3 +196,123 @@ async def reset(dsn: str, url: str, spec: StreamSpec, to: int) -> int:
     await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode
+
+
+async def purge(url: str, spec: StreamSpec) -> None:
+    nc = await connect(url)
+    try:
+        await nc.jetstream().purge_stream(spec.name)
+    finally:
+        await nc.close()
+
+
+async def test_a_purged_stream_is_not_reset_into_jetstreams_duplicate_window(
+    store: EventStore, db_dsn: str, nats_address: str, spec: StreamSpec, start_relay: Start
+) -> None:
+    """JetStream remembers purged ids for the duplicate window and stores nothing of them:
+    the relay stops and says so instead of counting them as published."""
+    head = await history(store, 20)
+    first: Running = await start_relay(store, nats_address, spec)
+    await relayed_to(store, spec, head)
+    await first.halt()
+    await purge(nats_address, spec)
+    assert await reset(db_dsn, nats_address, spec, 0) == 0
+    second: Running = await start_relay(store, nats_address, spec)
+    assert "took it for a duplicate of sequence" in await refused(second)
+    assert (await relay_state.load(store.pool, spec.name)).position == 0
+
+
+async def test_a_purged_stream_reset_after_the_duplicate_window_gets_every_event_again(
+    store: EventStore, db_dsn: str, nats_address: str, start_relay: Start
+) -> None:
+    spec = unique_spec(duplicate_window_seconds=1)
+    try:
+        head = await history(store, 20)
+        first: Running = await start_relay(store, nats_address, spec)
+        await relayed_to(store, spec, head)
+        await first.halt()
+        await purge(nats_address, spec)
+        await asyncio.sleep(1.5)
+        assert await reset(db_dsn, nats_address, spec, 0) == 0
+        await start_relay(store, nats_address, spec)
+        await relayed_to(store, spec, head)
+        assert_exactly_once_in_order(await consume(nats_address, spec, head), head)
+    finally:
+        await delete(nats_address, spec)
+
+
+async def test_acknowledged_messages_the_streams_age_limit_removed_are_not_a_gap(
+    store: EventStore, nats_address: str, start_relay: Start
+) -> None:
+    spec = unique_spec(max_age_seconds=1, duplicate_window_seconds=1)
+    try:
+        head = await history(store, 20)
+        first: Running = await start_relay(store, nats_address, spec)
+        await relayed_to(store, spec, head)
+        await first.halt()
+        # As if it crashed before saving the last 15; then they all aged out.
+        await relay_state.reset(store.pool, spec.name, Checkpoint(head - 15, head - 15))
+        await asyncio.sleep(2.5)
+        more = await history(store, 4, tag="later")
+        second: Running = await start_relay(store, nats_address, spec)
+        await relayed_to(store, spec, more)
+        assert second.relay.health.nats == "connected"
+        nc = await connect(nats_address)
+        try:  # only the new events were published: nothing of the aged-out ones again
+            assert (await nc.jetstream().stream_info(spec.name)).state.last_seq == more
+        finally:
+            await nc.close()
+    finally:
+        await delete(nats_address, spec)
+
+
+async def test_reset_into_events_gone_from_the_stream_before_later_ones_is_refused(
+    store: EventStore, db_dsn: str, nats_address: str, spec: StreamSpec
+) -> None:
+    """Events 1-29 aged out, 30-40 remain: publishing 6-29 now would follow event 40."""
+    await history(store, 40)
+    await publish_by_hand(store, nats_address, spec, list(range(30, 41)))
+    assert await reset(db_dsn, nats_address, spec, 5) == 1
+    assert await reset(db_dsn, nats_address, spec, 29) == 0
+    assert await relay_state.load(store.pool, spec.name) == Checkpoint(29, 0)
+    assert await reset(db_dsn, nats_address, spec, 35) == 0
+    assert await relay_state.load(store.pool, spec.name) == Checkpoint(35, 6)
+
+
+async def test_a_relay_stops_at_once_while_nats_does_not_answer(
+    store: EventStore, tmp_path: Path, nats_server_bin: str, start_relay: Start
+) -> None:
+    spec = unique_spec()
+    with nats_server(tmp_path) as server:
+        await history(store, 500)
+        running: Running = await start_relay(store, server.url, spec, ack_timeout=30.0, window=16)
+        async with asyncio.timeout(20):
+            while running.relay.health.acked == 0:
+                await asyncio.sleep(0.01)
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(0.3)  # the window fills and waits for acknowledgements
+            started = time.monotonic()
+            await running.halt()
+            assert time.monotonic() - started < 5
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+
+
+async def test_a_refusing_first_server_in_nats_url_does_not_stop_the_relay(
+    store: EventStore, nats_address: str, spec: StreamSpec, start_relay: Start
+) -> None:
+    head = await history(store, 20)
+    url = f"nats://127.0.0.1:{free_port()},{nats_address}"
+    running: Running = await start_relay(store, url, spec)
+    await relayed_to(store, spec, head, seconds=20)
+    assert running.relay.health.nats == "connected"
+
+
+async def delete(url: str, spec: StreamSpec) -> None:
+    nc = await connect(url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(spec.name)
+    finally:
+        await nc.close()

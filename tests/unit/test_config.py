@@ -110,3 +110,5 @@ def test_nats_settings_are_checked_and_the_url_never_shown() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({"NATS_URL": "http://u:s3cret@nats"})
     assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="must not exceed NATS_STREAM_MAX_AGE_SECONDS=60"):
+        load_settings({"NATS_STREAM_MAX_AGE_SECONDS": "60", "NATS_DUPLICATE_WINDOW_SECONDS": "120"})

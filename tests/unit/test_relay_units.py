@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+import nats.js.errors
 import pytest
 from nats.js import api
 
@@ -20,7 +21,7 @@ from service.adapters.jetstream import (
     where_of,
 )
 from service.adapters.relay_state import Checkpoint
-from service.entrypoints.relay_window import AckWindow, PublishFailed
+from service.entrypoints.relay_window import AckWindow, PublishFailed, Stopped
 from service.feed import event_item
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
@@ -158,12 +159,48 @@ async def test_the_window_is_full_at_its_size_and_an_unanswered_message_times_ou
     window.sent(2, loop.create_future())
     assert window.full
     with pytest.raises(PublishFailed) as info:
-        await window.wait_oldest(0.05, lost)
+        await window.wait_oldest(0.05, lost, None)
     assert info.value.reason == "timeout"
     assert info.value.position == 1
     lost.set_result(None)
     with pytest.raises(PublishFailed) as info:
-        await window.wait_oldest(5, lost)
+        await window.wait_oldest(5, lost, None)
     assert info.value.reason == "connection"
     window.abandon()
     assert len(window) == 0
+
+
+async def test_a_duplicate_of_a_sequence_the_stream_had_before_the_session_is_refused() -> None:
+    loop = asyncio.get_running_loop()
+    window = AckWindow(Checkpoint(0, 0), size=4, floor=40)
+    raced, forgotten = loop.create_future(), loop.create_future()
+    window.sent(1, raced)
+    window.sent(2, forgotten)
+    raced.set_result(api.PubAck(stream="S", seq=41, duplicate=True))  # stored meanwhile
+    forgotten.set_result(api.PubAck(stream="S", seq=7, duplicate=True))  # purged long ago
+    with pytest.raises(PublishFailed) as info:
+        window.settle()
+    assert info.value.reason == "duplicate"
+    assert "purged within NATS_DUPLICATE_WINDOW_SECONDS" in str(info.value)
+    assert window.acked == Checkpoint(1, 41)
+
+
+async def test_no_stream_answering_is_waited_out_not_refused() -> None:
+    loop = asyncio.get_running_loop()
+    window = AckWindow(Checkpoint(0, 0), size=4)
+    f = loop.create_future()
+    window.sent(1, f)
+    f.set_exception(nats.js.errors.NoStreamResponseError())
+    with pytest.raises(PublishFailed) as info:
+        window.settle()
+    assert info.value.reason == "no_stream"
+
+
+async def test_stop_ends_a_wait_for_an_acknowledgement_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    window = AckWindow(Checkpoint(0, 0), size=4)
+    window.sent(1, loop.create_future())
+    stopping = loop.create_future()
+    loop.call_later(0.01, stopping.set_result, None)
+    with pytest.raises(Stopped):
+        await window.wait_oldest(30, loop.create_future(), stopping)

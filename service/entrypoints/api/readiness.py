@@ -77,8 +77,8 @@ class Readiness:
 
 
 def relay_check(relay: RelayHealth) -> str:
-    """The relay's line: reported, never a reason to refuse traffic (the API works without
-    NATS, and the relay catches up from its checkpoint)."""
+    """The relay's line: reported, never a reason to refuse traffic."""
+    # The API works without NATS, and the relay catches up from its checkpoint.
     if relay.role != "leader":
         return (
             f"{relay.role} (another instance relays to {relay.stream}, or none holds the lock yet)"
