@@ -443,14 +443,15 @@ async def openai_batch_ids(pool: Pool, batch_ids: Sequence[str]) -> dict[str, st
 
 
 async def find_batch(pool: Pool, text: str, *, companies: Companies) -> str | None:
-    """The id of the batch whose id or OpenAI batch id is `text`, if the reader sees it
-    (the primary key, then the unique index on openai_batch_id)."""
-    record = await pool.fetchrow(
-        "SELECT batch_id, company_id FROM batches WHERE batch_id = $1"
-        " UNION ALL SELECT batch_id, company_id FROM batches WHERE openai_batch_id = $1"
-        " LIMIT 1",
-        text,
+    """The id of a batch the reader sees whose id or OpenAI batch id is `text`."""
+    # The primary key, then the unique index on openai_batch_id; each branch keeps only
+    # visible batches before LIMIT, so another company's batch with that id as its batch
+    # id cannot hide a visible one with it as its OpenAI batch id.
+    seen = "" if companies is None else " AND company_id = ANY($2::text[])"
+    args: list[Any] = [text] if companies is None else [text, sorted(companies)]
+    found = await pool.fetchval(
+        f"SELECT batch_id FROM batches WHERE batch_id = $1{seen}"
+        f" UNION ALL SELECT batch_id FROM batches WHERE openai_batch_id = $1{seen} LIMIT 1",
+        *args,
     )
-    if record is None or (companies is not None and record["company_id"] not in companies):
-        return None
-    return str(record["batch_id"])
+    return None if found is None else str(found)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import assert_never
 
 import asyncpg
@@ -147,6 +147,7 @@ class RequestsProjection:
         "request_status_counts",
         "session_analyses",
         "request_hours",
+        "request_days",
     )
     categories: tuple[str, ...] = ("request",)
 
@@ -157,12 +158,15 @@ class RequestsProjection:
         ids = list({ev.request_id for _, ev in events if isinstance(ev, REQUEST_EVENTS)})
         rows = await _load(conn, tables["requests"], ids)
         before = {rid: (r.company_id, r.status) for rid, r in rows.items()}
+        seqs = {rid: r.seq for rid, r in rows.items()}
         finished = {rid: _finished(r) for rid, r in rows.items()}
         analyses: dict[str, tuple[object, ...]] = {}
         fold(rows, events, analyses)
         await _save(conn, tables, rows, analyses)
         await _count(conn, tables["request_status_counts"], before, rows)
         await _count_hours(conn, tables["request_hours"], finished, rows)
+        queued = [r for rid, r in rows.items() if seqs.get(rid) != r.seq]
+        await _count_days(conn, tables["request_days"], queued)
 
     def replay(self) -> RequestsReplay:
         """An in-memory fold for a rebuild."""
@@ -207,6 +211,7 @@ class RequestsReplay(KeyedReplay[RequestRow]):
             f" SELECT company_id, status, count(*) FROM {tables['requests']} GROUP BY 1, 2"
         )
         await conn.execute(count_hours_sql(tables["requests"], tables["request_hours"]))
+        await conn.execute(count_days_sql(tables["requests"], tables["request_days"]))
 
 
 async def _load(conn: asyncpg.Connection, table: str, ids: list[str]) -> dict[str, RequestRow]:
@@ -332,6 +337,36 @@ async def _count_hours(
     )
     # No empty rows: a rebuild, which counts the final rows, must produce the same table.
     await conn.execute(f"DELETE FROM {table} WHERE completed = 0 AND failed = 0")
+
+
+def count_days_sql(requests: str, days: str) -> str:
+    """`days` counted from the rows of `requests` as `_count_days` keeps it (rebuild, bulk load)."""
+    return (
+        f"INSERT INTO {days} (day, min_seq, max_seq)"
+        " SELECT (queued_at AT TIME ZONE 'UTC')::date, min(seq), max(seq)"
+        f" FROM {requests} GROUP BY 1"
+    )
+
+
+async def _count_days(conn: asyncpg.Connection, table: str, queued: list[RequestRow]) -> None:
+    """Widen each UTC day's seq bounds in `request_days` by the requests just queued."""
+    bounds: dict[date, tuple[int, int]] = {}
+    for row in queued:
+        day = row.queued_at.astimezone(UTC).date()
+        lo, hi = bounds.get(day, (row.seq, row.seq))
+        bounds[day] = (min(lo, row.seq), max(hi, row.seq))
+    if not bounds:
+        return
+    days = list(bounds)
+    await conn.execute(
+        f"INSERT INTO {table} (day, min_seq, max_seq)"
+        " SELECT * FROM unnest($1::date[], $2::bigint[], $3::bigint[])"
+        f" ON CONFLICT (day) DO UPDATE SET min_seq = LEAST({table}.min_seq, excluded.min_seq),"
+        f" max_seq = GREATEST({table}.max_seq, excluded.max_seq)",
+        days,
+        [bounds[d][0] for d in days],
+        [bounds[d][1] for d in days],
+    )
 
 
 ANALYSIS_COLUMNS = (

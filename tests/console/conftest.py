@@ -64,6 +64,7 @@ async def console_factory(db_dsn: str, emulator: Running) -> AsyncIterator[Conso
         auth_failures: int = 100_000,
         secure_cookies: bool = False,
         enabled: bool = True,
+        openai_dashboard: bool = False,  # True: as with OpenAI's own API (not the emulator)
     ) -> Console:
         settings = Settings(
             batch_creation_interval_seconds=0,
@@ -80,7 +81,11 @@ async def console_factory(db_dsn: str, emulator: Running) -> AsyncIterator[Conso
             auth_failure_limiter=RateLimiter(auth_failures),
             heartbeat_seconds=1.0,
             token_check_seconds=0.3,  # revocations and expiries end live channels quickly
-            console=ConsoleSettings(idle, max_age, secure_cookies) if enabled else None,
+            console=(
+                ConsoleSettings(idle, max_age, secure_cookies, openai_dashboard)
+                if enabled
+                else None
+            ),
         )
         test_client = TestClient(TestServer(create_app(deps), host="127.0.0.1"))
         await test_client.start_server()

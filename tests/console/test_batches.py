@@ -19,7 +19,14 @@ except ImportError:  # CI must run these: there the import error fails the run
 from service.adapters.tokens import Role, create_token
 from service.entrypoints.console import pages_batches
 from statemachine.states import BatchState
-from tests.console.conftest import SCOPED_COMPANY, Console, Tab, TabFactory, path_of
+from tests.console.conftest import (
+    SCOPED_COMPANY,
+    Console,
+    ConsoleFactory,
+    Tab,
+    TabFactory,
+    path_of,
+)
 from tests.console.seeding import projecting
 from tests.integration.test_pipeline_outcomes import queue, settle
 
@@ -239,10 +246,27 @@ async def test_an_unknown_batch_and_another_companys_get_the_same_404_page(
     assert len(scoped.problems) == 3
 
 
-async def test_a_batch_is_found_by_its_openai_batch_id_and_links_to_openais_dashboard(
-    tab: Tab, tab_factory: TabFactory
-) -> None:
+async def test_without_openais_own_api_the_batch_page_has_no_dashboard_link(tab: Tab) -> None:
+    """With the emulator (or any other endpoint) OpenAI's dashboard does not know the batch."""
     page, console = tab.page, tab.console
+    bid = await hold_at_openai(console)
+    openai_bid = await console.runtime.store.pool.fetchval(
+        "SELECT openai_batch_id FROM batches WHERE batch_id = $1", bid
+    )
+    await tab.sign_in(console.tokens["support"])
+    await page.goto(f"/admin/batches/{bid}")
+    await expect(page.locator("dl").get_by_text(openai_bid)).to_be_visible()
+    await expect(page.get_by_role("link", name="on OpenAI's dashboard")).to_have_count(0)
+    assert "platform.openai.com" not in await page.content()
+    assert tab.problems == []
+
+
+async def test_a_batch_is_found_by_its_openai_batch_id_and_links_to_openais_dashboard(
+    console_factory: ConsoleFactory, tab_factory: TabFactory
+) -> None:
+    console = await console_factory(openai_dashboard=True)  # as with OpenAI's own API
+    tab = await tab_factory(console)
+    page = tab.page
     bid = await hold_at_openai(console, company=OTHER)
     openai_bid = await console.runtime.store.pool.fetchval(
         "SELECT openai_batch_id FROM batches WHERE batch_id = $1", bid
@@ -262,7 +286,13 @@ async def test_a_batch_is_found_by_its_openai_batch_id_and_links_to_openais_dash
     )
     await expect(dashboard).to_have_attribute("rel", "external noopener noreferrer")
     await page.goto("/admin/batches?q=batch_unknown")
-    await expect(page.get_by_role("alert")).to_contain_text("No batch has the id")
+    await expect(page.get_by_role("alert")).to_contain_text(
+        'No batch has the id or OpenAI batch id "batch_unknown" that'
+    )
+    await page.goto("/admin/batches?q=<b>it's</b>")  # not an id: said back as typed, as text
+    await expect(page.get_by_role("alert")).to_contain_text(
+        """No batch has the id or OpenAI batch id "<b>it's</b>" that"""
+    )
     assert tab.problems == []
     # A token of another company finds nothing by either id: the same answer as unknown.
     scoped = await tab_factory(console)

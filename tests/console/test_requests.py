@@ -352,6 +352,49 @@ async def test_requeue_all_stops_at_its_cap_says_more_remain_and_a_second_click_
     assert tab.problems == []
 
 
+async def test_a_second_requeue_click_goes_on_below_the_first_though_the_projection_is_stopped(
+    tab: Tab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "requeue again" form carries where the first click stopped: the second click
+    requeues the rest even while the projection still lists the first click's requests
+    as failed (before, it found those again and skipped them)."""
+    console, page = tab.console, tab.page
+    monkeypatch.setattr(pages_requests, "REQUEUE_PAGE", 2)
+    monkeypatch.setattr(pages_requests, "REQUEUE_PAGES", 2)
+    ids = await failed(console, 5, prefix="stop-")
+    await tab.sign_in(console.tokens["admin"])
+    await page.goto("/admin/requests?status=processing_failed")
+    page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    button = page.get_by_role("button", name="Requeue all failed requests of this filter")
+    await button.click()  # nothing applies the requeues: the projection is stopped
+    notice = page.get_by_role("status").filter(has_text="Requeued")
+    await expect(notice).to_have_text(
+        "Requeued 4 requests; skipped 0 (not failed, or not visible to your token)."
+        " More failed requests remain: requeue again."
+    )
+    assert await table_ids(tab) == list(reversed(ids)), "the projection has not moved"
+    await button.click()
+    await expect(notice).to_have_text(
+        "Requeued 1 request; skipped 0 (not failed, or not visible to your token)."
+    )
+    await console.runtime.catch_up()
+    rows = await console.runtime.store.pool.fetch("SELECT status FROM requests")
+    assert {r["status"] for r in rows} == {"PENDING_BATCHING"}
+    # A cursor made for another filter is refused, not followed.
+    answer = await page.request.post(
+        "/admin/requests/requeue",
+        form={
+            "csrf_token": await tab.csrf_token(),
+            "status": "processing_failed",
+            "company": "acme",
+            "cursor": "not-a-cursor",
+        },
+        max_redirects=0,
+    )
+    assert answer.status == 400
+    assert tab.problems == []
+
+
 async def _tab_to(tab: Tab, test: str, limit: int = 80) -> None:
     """Press Tab until the focused element passes the JavaScript test `test` (on `el`)."""
     for _ in range(limit):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -15,10 +17,13 @@ from projections.batches import BatchesProjection
 from projections.rebuild import rebuild
 from projections.requests import RequestsProjection
 from projections.runner import ProjectionRunner
+from service.application.ledger import Ledger
+from service.ids import uuid7
 from service.tools.synthetic import ledger, queue_many, requeue_failed, run_batch
 from statemachine.states import RequestState
 
 REQUESTS, BATCHES = RequestsProjection(), BatchesProjection()
+START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 async def catch_up(store: EventStore) -> None:
@@ -120,8 +125,14 @@ async def test_runner_killed_between_apply_and_commit_applies_nothing_twice(
     assert await store.pool.fetchval("SELECT count(*) FROM requests") == 50
 
 
-async def build_history(store: EventStore, *, batches: int, size: int) -> None:
+async def build_history(
+    store: EventStore, *, batches: int, size: int, tick: timedelta | None = None
+) -> None:
+    """`tick`: how far the ledger's clock moves per event (default a millisecond)."""
     agg = ledger(store)
+    if tick is not None:
+        ticks = itertools.count()
+        agg = Ledger(store, clock=lambda: START + tick * next(ticks), new_id=uuid7)
     for b in range(batches):
         ids = await queue_many(agg, size, company=f"co{b % 3}", prefix=f"b{b}r")
         await run_batch(agg, f"b{b}", ids, fail_every=4, retryable=b % 2 == 0)
@@ -140,6 +151,7 @@ TABLES = [
     ("session_analyses", "request_id"),
     ("batches", "batch_id"),
     ("request_hours", "company_id, hour"),
+    ("request_days", "day"),
 ]
 
 
@@ -164,9 +176,11 @@ async def test_rebuild_that_writes_out_rows_midway_still_equals_the_live_tables(
 ) -> None:
     # A limit of 25 rows makes the replay write its rows out many times and load them
     # back when a later event (batching, completion, requeue) touches them.
-    await build_history(store, batches=4, size=60)
+    # Ten minutes an event: the requests are queued over several UTC days.
+    await build_history(store, batches=4, size=60, tick=timedelta(minutes=10))
     await catch_up(store)
     live = {t: await table_rows(store, t, k) for t, k in TABLES}
+    assert len(live["request_days"]) >= 3
     await rebuild(store, [REQUESTS, BATCHES], page_size=97, max_rows=25)
     rebuilt = {t: await table_rows(store, t, k) for t, k in TABLES}
     for t, _ in TABLES:

@@ -79,8 +79,17 @@ def test_every_variable_is_explained_in_docs_configuration() -> None:
     [
         (None, True),
         ("https://api.openai.com/v1/", True),
+        ("https://api.openai.com/v1", True),
+        ("https://API.OpenAI.com/v1", True),  # a host name in any case
+        ("https://api.openai.com:443/v1", True),
+        ("https://eu.api.openai.com/v1", True),  # a regional endpoint of OpenAI's own
+        ("https://us.API.openai.com", True),
         ("http://127.0.0.1:8089/v1", False),  # the emulator's batches are not on the dashboard
         ("https://proxy.example.com/openai/v1", False),
+        ("http://api.openai.com/v1", False),  # not https
+        ("https://api.openai.com.example.com/v1", False),
+        ("https://evilapi.openai.com/v1", False),
+        ("https://api.openai.com:8443/v1", False),
     ],
 )
 def test_the_console_links_to_openais_dashboard_only_for_openais_own_batches(

@@ -26,8 +26,9 @@ class ConsoleSettings:
     max_age: timedelta = timedelta(hours=12)  # and any session ends this long after sign-in
     secure_cookies: bool = False  # cookies marked Secure: only sent over HTTPS
     # Link OpenAI batch ids to platform.openai.com: only when the batches are OpenAI's (not
-    # the emulator's or another endpoint's, where the dashboard would not know them).
-    openai_dashboard: bool = True
+    # the emulator's or another endpoint's, where the dashboard would not know them);
+    # console_settings decides from OPENAI_BASE_URL.
+    openai_dashboard: bool = False
 
 
 @dataclass

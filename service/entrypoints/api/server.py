@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -51,7 +52,24 @@ async def build_deps(
     )
 
 
-OPENAI_API = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
+
+
+def is_openais_own(base_url: str | None) -> bool:
+    """Whether OPENAI_BASE_URL is OpenAI's API itself (unset, or https on api.openai.com)."""
+    if base_url is None:
+        return True
+    parts = urlsplit(base_url.strip())
+    host = (parts.hostname or "").lower()  # a host name compares in any case
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme.lower() == "https"
+        and port in (None, 443)
+        and (host == OPENAI_HOST or host.endswith("." + OPENAI_HOST))
+    )
 
 
 def console_settings(settings: Settings) -> ConsoleSettings | None:
@@ -62,8 +80,7 @@ def console_settings(settings: Settings) -> ConsoleSettings | None:
         idle=timedelta(minutes=settings.console_session_idle_minutes),
         max_age=timedelta(hours=settings.console_session_max_hours),
         secure_cookies=settings.console_secure_cookies,
-        openai_dashboard=settings.openai_base_url is None
-        or settings.openai_base_url.rstrip("/") == OPENAI_API,
+        openai_dashboard=is_openais_own(settings.openai_base_url),
     )
 
 

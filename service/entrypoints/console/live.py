@@ -9,7 +9,8 @@ expired, within seconds. It does not restart the session's idle clock: an open p
 not a person at work.
 
 A change is announced once the projections have applied it (settle.py, at most 2 s
-later), so the fragment a page fetches on hearing of it already shows it.
+later, and then once more when they have), so the fragment a page fetches on hearing of
+it shows it.
 """
 
 from __future__ import annotations

@@ -106,8 +106,9 @@ def _filters(request: web.Request) -> Filters:
     return Filters(status=status, company=company, before=before)
 
 
+# Plain quotes: the template escapes the text (a repr's quotes and escapes read oddly).
 NOT_FOUND_SEARCH = (
-    "No batch has the id or OpenAI batch id {text!r} that your token can see. Check it,"
+    'No batch has the id or OpenAI batch id "{text}" that your token can see. Check it,'
     " or find the batch in the list."
 )
 

@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,11 +28,11 @@ from service.entrypoints.console.core import (
     PageError,
     actor,
     companies,
-    console,
     deps,
     valid_id,
 )
 from service.entrypoints.console.rendering import render
+from service.entrypoints.console.settle import Projected, checkpoints_reader
 from statemachine.events import (
     RequestBatched,
     RequestCompleted,
@@ -80,6 +80,10 @@ class Filters:
         """What a cursor is bound to: a cursor of another filter is refused."""
         return "console-requests|" + "|".join(self.raw.get(k, "") for k in FILTER_FIELDS)
 
+    def requeue_scope(self) -> str:
+        """What a "requeue again" cursor is bound to (never a list page's cursor)."""
+        return "console-requeue|" + "|".join(self.raw.get(k, "") for k in FILTER_FIELDS)
+
 
 def _day(raw: str, label: str, errors: list[str]) -> date | None:
     if not raw:
@@ -88,7 +92,7 @@ def _day(raw: str, label: str, errors: list[str]) -> date | None:
         day = date.fromisoformat(raw)
     except ValueError:
         day = None
-    if day is None or day >= date.max:  # the day after it is the range's end
+    if day is None or day >= date.max:  # its end, the next day's start, does not exist
         errors.append(f"{label} must be a date like 2026-03-01 (YYYY-MM-DD).")
         return None
     return day
@@ -127,8 +131,8 @@ def parse_filters(values: Mapping[str, str]) -> Filters:
         batch_id=texts["batch"],
         model=texts["model"],
         session_id=search,
-        queued_from=datetime.combine(start, time(), UTC) if start else None,
-        queued_before=datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,
+        queued_from=start,
+        queued_to=end,
     )
     return Filters(raw=raw, query=query, search=search, errors=errors)
 
@@ -173,6 +177,7 @@ async def requests_page(request: web.Request) -> web.StreamResponse:
         "csv_url": f"{PREFIX}/requests.csv?{filters.params()}",
         "message": _counts(request),
         "paged": bool(request.query.get("cursor")),
+        "requeue_cursor": None,
     }
     if filters.errors:
         return render(request, "requests.html", ctx, status=400)
@@ -180,6 +185,9 @@ async def requests_page(request: web.Request) -> web.StreamResponse:
         found = await rq.visible_request_id(pool, filters.search, companies=scope)
         if found is not None:
             return see_other(f"{PREFIX}/requests/{found}")
+    more = request.query.get("more", "")
+    if filters.failed_only and _requeue_cursor(request, filters, more) is not None:
+        ctx["requeue_cursor"] = more  # "requeue again" goes on below it
     before = _cursor(request, filters)
     rows, next_seq = await rq.requests_newest_first(
         pool, filters.query, PAGE_SIZE, before_seq=before, companies=scope
@@ -255,9 +263,10 @@ async def requests_csv(request: web.Request) -> web.StreamResponse:
     writer.writerow(CSV_HEADER)
     before: int | None = None
     first = True
+    window = await rq.seq_window(pool, filters.query)  # once for every page
     while True:
         rows, before = await rq.requests_newest_first(
-            pool, filters.query, EXPORT_PAGE, before_seq=before, companies=scope
+            pool, filters.query, EXPORT_PAGE, before_seq=before, companies=scope, window=window
         )
         if first:  # the first read succeeded: from here the answer is a 200
             await response.prepare(request)
@@ -278,13 +287,20 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
     filters = parse_filters({k: v for k, v in form.items() if isinstance(v, str)})
     if filters.errors:
         raise PageError(400, " ".join(filters.errors) + " Go back, fix the filter and try again.")
+    filters.raw["status"] = "processing_failed"
     query = msgspec.structs.replace(filters.query, statuses=(RequestState.PROCESSING_FAILED,))
     d, scope, who = deps(request), companies(request), actor(request)
+    # A later click goes on below where the last one stopped, whatever the projection
+    # shows by then (requeued requests above it may still read as failed).
+    cursor = form.get("cursor")
+    before = _requeue_cursor(request, filters, cursor if isinstance(cursor, str) else "")
+    if before is None and cursor:
+        raise PageError(400, "This requeue form is out of date: reload the list and try again.")
+    window = await rq.seq_window(d.store.pool, query)
     requeued = skipped = 0
-    before: int | None = None
     for _ in range(REQUEUE_PAGES):
         rows, before = await rq.requests_newest_first(
-            d.store.pool, query, REQUEUE_PAGE, before_seq=before, companies=scope
+            d.store.pool, query, REQUEUE_PAGE, before_seq=before, companies=scope, window=window
         )
         if rows:
             done = await d.app.requeue([r.request_id for r in rows], who, companies=scope)
@@ -292,14 +308,31 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
             skipped += done.skipped + done.not_found
         if before is None:
             break
-    # The list shown next, and the next click, read the requests projection: let it apply
-    # these requeues first, or they would still be listed as failed and a second click
-    # would find them again and skip them ("requeued=0 skipped=2") instead of the rest.
-    await console(request).projected.reach(await d.store.head(), within=PROJECTION_WAIT)
-    filters.raw["status"] = "processing_failed"
-    more = {"more": "1"} if before is not None else {}
-    back = filters.params(requeued=str(requeued), skipped=str(skipped), **more)
+    await _requests_projected(request)
+    more = d.cursors.encode(before, filters.requeue_scope())
+    back = filters.params(
+        requeued=str(requeued), skipped=str(skipped), **({"more": more} if more else {})
+    )
     return see_other(f"{PREFIX}/requests?{back}")
+
+
+def _requeue_cursor(request: web.Request, filters: Filters, raw: str) -> int | None:
+    """Where a "requeue again" continues (None: from the newest; or `raw` is not valid)."""
+    try:
+        return deps(request).cursors.decode(raw or None, filters.requeue_scope())
+    except ApiError:
+        return None
+
+
+async def _requests_projected(request: web.Request) -> None:
+    """Wait (up to PROJECTION_WAIT) for the requests projection to apply the requeues."""
+    # The list shown next reads it, and would still show them as failed.
+    store = deps(request).store
+    waiter = Projected(checkpoints_reader(store.pool, ["requests"]))
+    try:
+        await waiter.reach(await store.head(), within=PROJECTION_WAIT)
+    finally:
+        await waiter.close()
 
 
 async def requeue_one(request: web.Request) -> web.StreamResponse:

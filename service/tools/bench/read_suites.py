@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from eventstore import EventStore
-from projections.requests import count_hours_sql
+from projections.requests import count_days_sql, count_hours_sql
 from service.net import free_port
 from service.tools.bench.core import Bench, Result, percentiles, suite, with_baseline
 from service.tools.bench.processes import start_cli
@@ -69,6 +69,7 @@ async def _fill_requests(store: EventStore, n: int) -> None:
             " SELECT company_id, status, count(*) FROM requests GROUP BY 1, 2"
         )
         await conn.execute(count_hours_sql("requests", "request_hours"))
+        await conn.execute(count_days_sql("requests", "request_days"))
         await conn.execute("ANALYZE requests")
 
 
