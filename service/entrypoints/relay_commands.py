@@ -38,14 +38,7 @@ async def _stream_line(settings: Settings) -> str:
         return "NATS_URL is not set: the relay is off"
     where = where_of(settings.nats_url)
     try:
-        link = await Link.open(
-            settings.nats_url,
-            creds=settings.nats_creds_file,
-            window=1,
-            wait=5.0,
-            where=where,
-            inbox=settings.nats_inbox_prefix,
-        )
+        link = await _open(settings.nats_url, settings)
     except RelayUnavailable as exc:
         return str(exc)
     try:
@@ -104,18 +97,22 @@ async def _sequence_of(settings: Settings, position: int) -> int:
         if position == 0:
             return 0  # from the start, into whatever stream the relay finds
         raise RelayUnavailable("NATS_URL is not set")
-    where = where_of(settings.nats_url)
-    link = await Link.open(
-        settings.nats_url,
-        creds=settings.nats_creds_file,
-        window=1,
-        wait=5.0,
-        where=where,
-        inbox=settings.nats_inbox_prefix,
-    )
+    link = await _open(settings.nats_url, settings)
     try:
         return await link.resume_sequence(settings.nats_stream, position)
     except nats.js.errors.NotFoundError:
         return 0  # no stream yet: it is created, and filled from `position`, at start
     finally:
         await link.close()
+
+
+async def _open(url: str, settings: Settings) -> Link:
+    """A short-lived connection for a command."""
+    return await Link.open(
+        url,
+        creds=settings.nats_creds_file,
+        window=1,
+        wait=5.0,
+        where=where_of(url),
+        inbox=settings.nats_inbox_prefix,
+    )
