@@ -55,9 +55,7 @@ class Listener:
             return
         self._connecting = True
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=5)
-            await conn.add_listener(NOTIFY_CHANNEL, self._wake_all)
-            conn.add_termination_listener(self._wake_all)
+            conn = await self._connect()
         except (OSError, asyncpg.PostgresError, TimeoutError):
             self._next_connect_at = loop.time() + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
@@ -73,6 +71,19 @@ class Listener:
         self._connected_before = True
         self._conn = conn
         self._backoff = _BACKOFF_MIN
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection listening on the channel."""
+        conn = await asyncpg.connect(self._dsn, timeout=5)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._wake_all)
+        except BaseException:
+            # Failed, or cancelled with the subscription that asked (an SSE client gone):
+            # the connection must not outlive it, unclosed.
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._wake_all)
+        return conn
 
     def _wake_all(self, *_: object) -> None:
         # On termination too: events may have landed while the connection was dying.

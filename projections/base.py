@@ -48,6 +48,9 @@ class Projection(Protocol):
     ) -> None:
         """Write the effect of `events` (in position order) inside the caller's transaction."""
 
+    async def resume(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Repair, when a runner takes the lead, what an older version's runner left out."""
+
     def replay(self) -> Replay:
         """A fresh in-memory fold for a rebuild into empty tables."""
 

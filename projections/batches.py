@@ -146,6 +146,9 @@ class BatchesProjection:
         fold(rows, events)
         await _save(conn, table, rows)
 
+    async def resume(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Nothing to repair: every version kept these tables the same way."""
+
     def replay(self) -> BatchesReplay:
         """An in-memory fold for a rebuild."""
         return BatchesReplay()

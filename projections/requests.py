@@ -168,6 +168,13 @@ class RequestsProjection:
         queued = [r for rid, r in rows.items() if seqs.get(rid) != r.seq]
         await _count_days(conn, tables["request_days"], queued)
 
+    async def resume(self, conn: asyncpg.Connection, tables: Tables) -> None:
+        """Count into request_days what a runner of an older version projected without it."""
+        # Seq only grows, so those requests lie above the highest seq counted: in a rolling
+        # upgrade an old `serve` may hold the lead after migration 0004 counted the rest.
+        sql = count_days_sql(tables["requests"], tables["request_days"], uncounted_only=True)
+        await conn.execute(sql)
+
     def replay(self) -> RequestsReplay:
         """An in-memory fold for a rebuild."""
         return RequestsReplay()
@@ -339,12 +346,16 @@ async def _count_hours(
     await conn.execute(f"DELETE FROM {table} WHERE completed = 0 AND failed = 0")
 
 
-def count_days_sql(requests: str, days: str) -> str:
-    """`days` counted from the rows of `requests` as `_count_days` keeps it (rebuild, bulk load)."""
+def count_days_sql(requests: str, days: str, *, uncounted_only: bool = False) -> str:
+    """`days` counted from the rows of `requests` as `_count_days` keeps it (rebuild, bulk
+    load; `uncounted_only`: the rows above the highest seq counted, for `resume`)."""
+    where = f" WHERE seq > (SELECT coalesce(max(max_seq), 0) FROM {days})" if uncounted_only else ""
     return (
         f"INSERT INTO {days} (day, min_seq, max_seq)"
         " SELECT (queued_at AT TIME ZONE 'UTC')::date, min(seq), max(seq)"
-        f" FROM {requests} GROUP BY 1"
+        f" FROM {requests}{where} GROUP BY 1"
+        f" ON CONFLICT (day) DO UPDATE SET min_seq = LEAST({days}.min_seq, excluded.min_seq),"
+        f" max_seq = GREATEST({days}.max_seq, excluded.max_seq)"
     )
 
 
@@ -357,7 +368,7 @@ async def _count_days(conn: asyncpg.Connection, table: str, queued: list[Request
         bounds[day] = (min(lo, row.seq), max(hi, row.seq))
     if not bounds:
         return
-    days = list(bounds)
+    days = sorted(bounds)  # rows locked in one order by every writer
     await conn.execute(
         f"INSERT INTO {table} (day, min_seq, max_seq)"
         " SELECT * FROM unnest($1::date[], $2::bigint[], $3::bigint[])"

@@ -125,6 +125,11 @@ class ProjectionRunner:
         tables = live_tables(self.projection)
         async with self.store.pool.acquire() as conn:
             start = await checkpoint(conn, self.projection.name)
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1)", chunk_key(self.projection.name)
+                )
+                await self.projection.resume(conn, tables)
         # Unfiltered, so the checkpoint reaches the head and lag reads 0 when idle; other
         # categories are skipped before decoding.
         sub = self.store.subscribe(

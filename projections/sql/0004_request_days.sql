@@ -5,7 +5,8 @@
 -- requests of one company since 59 days ago"). Every request queued on `day` has
 -- min_seq <= seq <= max_seq; its queued_at is still tested row by row.
 -- The projection's writes wait until this commits: a request projected meanwhile would
--- miss the count below.
+-- miss the count below. Requests an older `serve` projects after it are counted when a
+-- runner of this version takes the lead (RequestsProjection.resume).
 LOCK TABLE requests IN SHARE MODE;
 CREATE TABLE IF NOT EXISTS request_days (
     day     date   PRIMARY KEY,
@@ -18,5 +19,6 @@ INSERT INTO request_days (day, min_seq, max_seq)
 SELECT (queued_at AT TIME ZONE 'UTC')::date, min(seq), max(seq) FROM requests GROUP BY 1
 ON CONFLICT (day) DO UPDATE SET min_seq = LEAST(request_days.min_seq, excluded.min_seq),
     max_seq = GREATEST(request_days.max_seq, excluded.max_seq);
--- Nothing reads 0003's index any more; every request queued paid for it.
-DROP INDEX IF EXISTS requests_queued_at_seq_idx;
+-- 0003's index is not read any more, but it stays: dropping it here would raise this
+-- transaction's SHARE lock to ACCESS EXCLUSIVE, which deadlocks with a projection chunk
+-- of a `serve` still running (it holds ACCESS SHARE and waits behind our SHARE lock).

@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+import time
 from typing import Any
 
 import pytest
@@ -380,18 +381,39 @@ async def test_a_second_requeue_click_goes_on_below_the_first_though_the_project
     await console.runtime.catch_up()
     rows = await console.runtime.store.pool.fetch("SELECT status FROM requests")
     assert {r["status"] for r in rows} == {"PENDING_BATCHING"}
-    # A cursor made for another filter is refused, not followed.
+    # A cursor not made for this filter, this session and this quarter hour is refused,
+    # not followed: a bookmarked "requeue again" must not skip newer failures later.
+    cursors = console.deps.cursors
+    session_hash = await console.runtime.store.pool.fetchval(
+        "SELECT id_hash FROM console_sessions ORDER BY created_at DESC LIMIT 1"
+    )
+    scope = "console-requeue|processing_failed" + "|" * (len(pages_requests.FILTER_FIELDS) - 1)
+    quarter = int(time.time() // pages_requests.REQUEUE_CURSOR_SECONDS)
+    refused = {
+        "made up": "not-a-cursor",
+        "a list page's": cursors.encode(3, scope.replace("console-requeue", "console-requests")),
+        "another filter's": cursors.encode(3, f"{scope}acme|{session_hash}|{quarter}"),
+        "another session's": cursors.encode(3, f"{scope}|{'0' * 64}|{quarter}"),
+        "lapsed": cursors.encode(3, f"{scope}|{session_hash}|{quarter - 2}"),
+    }
+    for why, cursor in refused.items():
+        answer = await page.request.post(
+            "/admin/requests/requeue",
+            form={
+                "csrf_token": await tab.csrf_token(),
+                "status": "processing_failed",
+                "cursor": cursor or "",
+            },
+            max_redirects=0,
+        )
+        assert answer.status == 400, why
+    fresh = cursors.encode(3, f"{scope}|{session_hash}|{quarter}")
     answer = await page.request.post(
         "/admin/requests/requeue",
-        form={
-            "csrf_token": await tab.csrf_token(),
-            "status": "processing_failed",
-            "company": "acme",
-            "cursor": "not-a-cursor",
-        },
+        form={"csrf_token": await tab.csrf_token(), "status": "processing_failed", "cursor": fresh},
         max_redirects=0,
     )
-    assert answer.status == 400
+    assert answer.status == 303, "the scope above is the one a real click makes"
     assert tab.problems == []
 
 

@@ -345,6 +345,9 @@ class _Broken:
     async def apply(self, conn: object, tables: object, events: object) -> None:
         raise RuntimeError("boom")
 
+    async def resume(self, conn: object, tables: object) -> None:
+        """Nothing to repair."""
+
     def replay(self) -> object:
         raise NotImplementedError
 
@@ -393,3 +396,39 @@ async def test_the_request_hours_migration_counts_the_requests_finished_before_i
     migration = Path(projections.__file__).parent / "sql" / "0002_console_indexes.sql"
     await store.pool.execute(migration.read_text())
     assert await table_rows(store, "request_hours", "company_id, hour") == kept
+
+
+async def test_a_runner_taking_the_lead_counts_the_days_an_older_version_left_out(
+    store: EventStore,
+) -> None:
+    """A rolling upgrade: after migration 0004 an older `serve` still projected requests
+    without counting their days; the first runner of this version counts them."""
+    runner = ProjectionRunner(store, RequestsProjection(), poll_interval=0.05)
+    led = ledger(store)
+    await queue_many(led, 30, prefix="before-")
+    await runner.catch_up()
+    counted = await store.pool.fetch("SELECT * FROM request_days ORDER BY day")
+    await queue_many(led, 30, prefix="older-")
+    await runner.catch_up()
+    # As the older version left it: its requests projected, their days not counted.
+    await store.pool.execute("TRUNCATE request_days")
+    await store.pool.executemany(
+        "INSERT INTO request_days VALUES ($1, $2, $3)", [tuple(r) for r in counted]
+    )
+    top = "SELECT max(max_seq) FROM request_days"
+    assert await store.pool.fetchval(top) == 30
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(runner.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while await store.pool.fetchval(top) < 60:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    whole = await store.pool.fetch(
+        "SELECT (queued_at AT TIME ZONE 'UTC')::date, min(seq), max(seq)"
+        " FROM requests GROUP BY 1 ORDER BY 1"
+    )
+    days = await store.pool.fetch("SELECT * FROM request_days ORDER BY day")
+    assert [tuple(r) for r in days] == [tuple(r) for r in whole]

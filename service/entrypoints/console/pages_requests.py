@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -29,6 +30,7 @@ from service.entrypoints.console.core import (
     actor,
     companies,
     deps,
+    session,
     valid_id,
 )
 from service.entrypoints.console.rendering import render
@@ -45,6 +47,8 @@ from statemachine.states import RequestState
 
 PAGE_SIZE = 50
 EXPORT_PAGE = 1000
+REQUEUE_CURSOR_SECONDS = 900
+"""A "requeue again" cursor is honoured in its quarter hour and the next."""
 REQUEUE_PAGE = 500
 # Pages one click requeues: an answer within a proxy's timeout; the rest on the next click
 # (requeued requests leave the failed filter).
@@ -309,19 +313,29 @@ async def requeue_filtered(request: web.Request) -> web.StreamResponse:
         if before is None:
             break
     await _requests_projected(request)
-    more = d.cursors.encode(before, filters.requeue_scope())
+    more = d.cursors.encode(before, _requeue_scope(request, filters))
     back = filters.params(
         requeued=str(requeued), skipped=str(skipped), **({"more": more} if more else {})
     )
     return see_other(f"{PREFIX}/requests?{back}")
 
 
+def _requeue_scope(request: web.Request, filters: Filters, age: int = 0) -> str:
+    """A "requeue again" cursor's scope: the filter, the session, the quarter hour."""
+    # A bookmarked or shared URL must not turn "requeue all" into "requeue the older ones"
+    # later, or for someone else: the cursor lapses with its quarter hour (or the next).
+    quarter = int(time.time() // REQUEUE_CURSOR_SECONDS) - age
+    return f"{filters.requeue_scope()}|{session(request).id_hash}|{quarter}"
+
+
 def _requeue_cursor(request: web.Request, filters: Filters, raw: str) -> int | None:
     """Where a "requeue again" continues (None: from the newest; or `raw` is not valid)."""
-    try:
-        return deps(request).cursors.decode(raw or None, filters.requeue_scope())
-    except ApiError:
-        return None
+    for age in (0, 1):
+        try:
+            return deps(request).cursors.decode(raw or None, _requeue_scope(request, filters, age))
+        except ApiError:
+            continue
+    return None
 
 
 async def _requests_projected(request: web.Request) -> None:

@@ -22,6 +22,9 @@ from projections.registry import all_projections
 # Seconds a page of events waits for the projections before it is announced anyway (a
 # stopped or rebuilding projection must not stop the live channel).
 SETTLE_WITHIN = 2.0
+# How long a page announced before the projections applied it is still followed, to
+# announce it once more when they do: a projection stopped for good is not polled forever.
+LATE_WITHIN = 60.0
 POLL_SECONDS = 0.05  # how often the checkpoints are read while a channel waits
 
 Reader = Callable[[], Awaitable[int]]
@@ -159,13 +162,15 @@ class SettledSubscription(Subscription):
             self._hold(await super().next_page())
             return True
         reading = asyncio.ensure_future(super().next_page())
-        catching = asyncio.ensure_future(self._projected.reach(self._late.position, within=None))
+        catching = asyncio.ensure_future(
+            self._projected.reach(self._late.position, within=LATE_WITHIN)
+        )
         try:
             await asyncio.wait({reading, catching}, return_when=asyncio.FIRST_COMPLETED)
             if not reading.done():
                 if catching.result():
                     return False
-                self._late = None  # the waiter was closed (shutting down): just read on
+                self._late = None  # LATE_WITHIN passed, or the waiter closed: just read on
             self._hold(await reading)
             return True
         finally:
