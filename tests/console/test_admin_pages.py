@@ -4,7 +4,6 @@ and projections (status, rebuild with progress); and `bench console --quick`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,22 +12,13 @@ from typing import Any
 import msgspec
 import pytest
 
-try:
-    from playwright.async_api import Dialog, expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
-
 from projections import rebuild as rebuilding
 from service.adapters.tokens import Role, create_token
 from service.entrypoints.cli import main
 from service.tools.bench.console_suites import PAGE_KEYS
 from service.tools.bench.core import Result
 from service.tools.synthetic import ledger, queue_many, run_batch
+from tests.console.browser_api import Dialog, expect
 from tests.console.conftest import Tab, TabFactory, path_of
 
 SUMMARY = "/api/admin/legacy/summary"

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
 
 from service.adapters.tokens import Role, create_token
 from service.entrypoints.console import pages_batches
 from statemachine.states import BatchState
+from tests.console.browser_api import expect
 from tests.console.conftest import (
     SCOPED_COMPANY,
     Console,

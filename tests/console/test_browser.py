@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from datetime import timedelta
-
-import pytest
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
 
 from service.adapters.tokens import revoke_token
 from service.entrypoints.console.guard import CSP, CSRF_REFUSED
 from service.tools.synthetic import ledger, queue_many
+from tests.console.browser_api import expect
 from tests.console.conftest import (
     SCOPED_COMPANY,
     Console,

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
 from aiohttp.test_utils import TestServer
 
 from eventstore import EventStore
@@ -32,6 +21,7 @@ from service.entrypoints.console.settle import (
     checkpoints_reader,
 )
 from service.tools.synthetic import ledger, queue_many
+from tests.console.browser_api import expect
 from tests.console.conftest import Tab
 from tests.console.seeding import queue
 

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import pytest
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
+from tests.console.browser_api import expect
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator

@@ -7,25 +7,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import re
 import time
 from typing import Any
 
 import pytest
 
-try:
-    from playwright.async_api import expect
-except ImportError:  # CI must run these: there the import error fails the run
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip(
-        "Playwright is not installed: run `.venv/bin/pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
-
 from service.entrypoints.console import pages_requests
 from service.entrypoints.console.pages_requests import csv_cell
+from tests.console.browser_api import expect
 from tests.console.conftest import SCOPED_COMPANY, Console, Tab, TabFactory, path_of
 from tests.console.seeding import catch_up_after, failed, queue, settle
 
